@@ -1,0 +1,365 @@
+//! Command line and environment (clap) plus `addons-config/` files, validated into one `Config`.
+
+use clap::{Args, Parser, Subcommand};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::route::{HostList, ProviderMap, RouteError};
+
+/// Default listen address: loopback only, never all interfaces unless asked.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "llmtap",
+    version,
+    about = "MITM forward proxy that logs LLM API calls"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage the root CA.
+    Ca {
+        #[command(subcommand)]
+        action: CaAction,
+    },
+    /// Exit 0 when the proxy at --addr answers GET /healthz with 200, 1 otherwise.
+    Healthcheck {
+        /// Address of the running proxy (defaults to PROXY_LISTEN, with 0.0.0.0 read as 127.0.0.1).
+        #[arg(long)]
+        addr: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaAction {
+    /// Print the CA certificate PEM (what clients put in NODE_EXTRA_CA_CERTS), creating the CA if missing.
+    Print,
+    /// Move the current CA aside (`*.pem.<unix-time>.bak`) and create a new one.
+    Rotate,
+}
+
+/// Flags of the proxy, each with an environment fallback.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PROXY_LISTEN", default_value = DEFAULT_LISTEN, global = true)]
+    pub listen: String,
+    /// Directory holding ca.pem and ca-key.pem (created on first start).
+    #[arg(long, env = "PROXY_CA_DIR", default_value = "./certs", global = true)]
+    pub ca_dir: PathBuf,
+    /// Hosts whose TLS is intercepted and logged (comma-separated; `*.example.com` wildcards).
+    #[arg(
+        long,
+        env = "PROXY_LLM_HOSTS",
+        default_value = "api.anthropic.com,api.openai.com"
+    )]
+    pub llm_hosts: String,
+    /// Extra PEM file of roots trusted for upstream TLS (on top of the platform roots).
+    #[arg(long, env = "PROXY_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
+    /// Pin HOST:PORT to ADDR, like curl's --resolve (repeatable).
+    #[arg(long, env = "PROXY_RESOLVE", value_delimiter = ',')]
+    pub resolve: Vec<String>,
+    /// Bytes of each body (request and response) kept for the record.
+    #[arg(long, env = "PROXY_MAX_BODY_SIZE", default_value = "1048576")]
+    pub max_body_size: String,
+    /// Upper bound of one exported log record in bytes; bodies are trimmed to fit.
+    #[arg(long, env = "PROXY_MAX_RECORD_BYTES", default_value = "262144")]
+    pub max_record_bytes: String,
+    /// How long in-flight exchanges may run after SIGTERM/SIGINT (e.g. `10s`, `500ms`).
+    #[arg(long, env = "PROXY_SHUTDOWN_GRACE", default_value = "10s")]
+    pub shutdown_grace: String,
+    /// Directory of pipeline config files (providers.toml, redaction.toml); built-in defaults when absent.
+    #[arg(long, env = "PROXY_ADDONS_CONFIG", default_value = "./addons-config")]
+    pub addons_config: PathBuf,
+    /// Capacity of the export queue, in records; when full, records are dropped and counted.
+    #[arg(long, env = "PROXY_EXPORT_QUEUE", default_value = "8192")]
+    pub export_queue: String,
+}
+
+/// One field that failed validation, with the value it had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} = {:?}: {}", self.field, self.value, self.reason)
+    }
+}
+
+/// Every invalid field, not only the first.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+pub struct ConfigError(pub Vec<FieldError>);
+
+/// A `--resolve` pin: (lower-case host, port) → address.
+pub type ResolvePins = HashMap<(String, u16), IpAddr>;
+
+/// The validated runtime configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub ca_dir: PathBuf,
+    pub llm_hosts: HostList,
+    pub upstream_ca: Option<PathBuf>,
+    pub resolve: ResolvePins,
+    pub max_body_size: usize,
+    pub max_record_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub addons_config: PathBuf,
+    pub providers: ProviderMap,
+    pub export_queue: usize,
+}
+
+impl Config {
+    /// Validate the flags and load the addons files; reports every bad field at once.
+    pub fn from_args(args: &RunArgs) -> Result<Config, ConfigError> {
+        let mut errors = Vec::new();
+        let listen = collect(&mut errors, "--listen", &args.listen, parse_listen);
+        let llm_hosts = collect(&mut errors, "--llm-hosts", &args.llm_hosts, |v| {
+            HostList::parse(v).map_err(|e| e.to_string())
+        });
+        let resolve = parse_resolve_all(&mut errors, &args.resolve);
+        let max_body_size = collect(&mut errors, "--max-body-size", &args.max_body_size, |v| {
+            parse_size(v, 0)
+        });
+        let max_record_bytes = collect(
+            &mut errors,
+            "--max-record-bytes",
+            &args.max_record_bytes,
+            |v| parse_size(v, 4096),
+        );
+        let shutdown_grace = collect(&mut errors, "--shutdown-grace", &args.shutdown_grace, |v| {
+            humantime::parse_duration(v.trim()).map_err(|e| e.to_string())
+        });
+        let export_queue = collect(&mut errors, "--export-queue", &args.export_queue, |v| {
+            parse_size(v, 1)
+        });
+        if let Some(path) = &args.upstream_ca
+            && let Err(e) = std::fs::metadata(path)
+        {
+            errors.push(FieldError {
+                field: "--upstream-ca",
+                value: path.display().to_string(),
+                reason: format!("cannot read: {e}"),
+            });
+        }
+        let providers = load_providers(&mut errors, &args.addons_config);
+        match (
+            listen,
+            llm_hosts,
+            max_body_size,
+            max_record_bytes,
+            shutdown_grace,
+            export_queue,
+            providers,
+        ) {
+            (
+                Some(listen),
+                Some(llm_hosts),
+                Some(mbs),
+                Some(mrb),
+                Some(grace),
+                Some(q),
+                Some(p),
+            ) if errors.is_empty() => Ok(Config {
+                listen,
+                ca_dir: args.ca_dir.clone(),
+                llm_hosts,
+                upstream_ca: args.upstream_ca.clone(),
+                resolve,
+                max_body_size: mbs,
+                max_record_bytes: mrb,
+                shutdown_grace: grace,
+                addons_config: args.addons_config.clone(),
+                providers: p,
+                export_queue: q,
+            }),
+            _ => Err(ConfigError(errors)),
+        }
+    }
+}
+
+fn collect<T>(
+    errors: &mut Vec<FieldError>,
+    field: &'static str,
+    value: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<T> {
+    match parse(value) {
+        Ok(v) => Some(v),
+        Err(reason) => {
+            errors.push(FieldError {
+                field,
+                value: value.to_string(),
+                reason,
+            });
+            None
+        }
+    }
+}
+
+fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    value
+        .trim()
+        .parse::<SocketAddr>()
+        .map_err(|e| format!("{e}; expected IP:PORT such as 127.0.0.1:8080 or [::1]:8080"))
+}
+
+/// Parses a byte count: plain digits, or with a KiB/MiB/GiB (or K/M/G) suffix.
+pub fn parse_size(value: &str, min: usize) -> Result<usize, String> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| "expected a number of bytes such as 1048576 or 1MiB".to_string())?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
+        other => return Err(format!("unknown unit {other:?}; use KiB, MiB or GiB")),
+    };
+    let size = n
+        .checked_mul(mult)
+        .ok_or_else(|| "value too large".to_string())?;
+    if size < min {
+        return Err(format!("must be at least {min}"));
+    }
+    Ok(size)
+}
+
+fn parse_resolve_all(errors: &mut Vec<FieldError>, entries: &[String]) -> ResolvePins {
+    let mut pins = ResolvePins::new();
+    for entry in entries.iter().filter(|e| !e.trim().is_empty()) {
+        match parse_resolve(entry) {
+            Ok((key, addr)) => {
+                pins.insert(key, addr);
+            }
+            Err(reason) => errors.push(FieldError {
+                field: "--resolve",
+                value: entry.clone(),
+                reason,
+            }),
+        }
+    }
+    pins
+}
+
+/// Parses `HOST:PORT:ADDR` (ADDR may be a bracketed IPv6 address).
+pub fn parse_resolve(entry: &str) -> Result<((String, u16), IpAddr), String> {
+    let usage = "expected HOST:PORT:ADDR such as api.anthropic.com:443:127.0.0.1";
+    let mut parts = entry.trim().splitn(3, ':');
+    let (Some(host), Some(port), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(usage.to_string());
+    };
+    if host.is_empty() {
+        return Err(format!("empty host; {usage}"));
+    }
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("bad port {port:?}; {usage}"))?;
+    let addr = addr.trim_start_matches('[').trim_end_matches(']');
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("bad address {addr:?}; {usage}"))?;
+    Ok(((crate::route::normalize_host(host), port), addr))
+}
+
+fn load_providers(errors: &mut Vec<FieldError>, dir: &Path) -> Option<ProviderMap> {
+    let path = dir.join("providers.toml");
+    let result = match std::fs::read_to_string(&path) {
+        Ok(text) => ProviderMap::from_toml(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ProviderMap::builtin()),
+        Err(e) => Err(RouteError::Io(e.to_string())),
+    };
+    match result {
+        Ok(map) => Some(map),
+        Err(e) => {
+            errors.push(FieldError {
+                field: "addons-config/providers.toml",
+                value: path.display().to_string(),
+                reason: e.to_string(),
+            });
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> RunArgs {
+        Cli::parse_from(["llmtap", "--addons-config", "/nonexistent-llmtap-dir"]).run
+    }
+
+    #[test]
+    fn defaults_are_valid_and_loopback() {
+        let cfg = Config::from_args(&args()).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(cfg.max_body_size, 1024 * 1024);
+        assert_eq!(cfg.max_record_bytes, 256 * 1024);
+        assert_eq!(cfg.shutdown_grace, Duration::from_secs(10));
+        assert!(cfg.llm_hosts.matches("api.anthropic.com"));
+        assert!(!cfg.llm_hosts.matches("example.com"));
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_with_its_value() {
+        let mut a = args();
+        a.listen = "nope".into();
+        a.max_body_size = "12XB".into();
+        a.shutdown_grace = "forever".into();
+        a.resolve = vec!["api.x.com:443".into(), "h:99999:1.2.3.4".into()];
+        let err = Config::from_args(&a).unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| (e.field, e.value.as_str())).collect();
+        assert!(fields.contains(&("--listen", "nope")));
+        assert!(fields.contains(&("--max-body-size", "12XB")));
+        assert!(fields.contains(&("--shutdown-grace", "forever")));
+        assert!(fields.contains(&("--resolve", "api.x.com:443")));
+        assert!(fields.contains(&("--resolve", "h:99999:1.2.3.4")));
+        assert!(err.to_string().contains("--listen = \"nope\""));
+    }
+
+    #[test]
+    fn sizes_and_pins_parse() {
+        let cases = [
+            ("1048576", 1048576),
+            ("1MiB", 1048576),
+            ("64k", 65536),
+            ("0", 0),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_size(input, 0).unwrap(), want, "{input}");
+        }
+        let ((host, port), addr) = parse_resolve("API.Anthropic.com:443:[::1]").unwrap();
+        assert_eq!((host.as_str(), port), ("api.anthropic.com", 443));
+        assert_eq!(addr, "::1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn env_list_of_pins_splits_on_commas() {
+        let cli = Cli::parse_from([
+            "llmtap",
+            "--resolve",
+            "a.com:443:127.0.0.1,b.com:80:127.0.0.2",
+        ]);
+        assert_eq!(cli.run.resolve.len(), 2);
+    }
+}

@@ -1,0 +1,3 @@
+//! Turning exchanges into OTLP log records and shipping them.
+
+pub mod attributes;

@@ -1,0 +1,13 @@
+//! llmtap: a MITM forward proxy that records LLM API calls as OpenTelemetry log records.
+
+pub mod ca;
+pub mod capture;
+pub mod config;
+pub mod export;
+pub mod health;
+pub mod providers;
+pub mod proxy;
+pub mod route;
+
+pub use config::Config;
+pub use proxy::{ProxyError, RunningProxy, ShutdownReport, start};

@@ -1,0 +1,131 @@
+//! The `llmtap` binary: parse flags, then run the proxy or a subcommand.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use llmtap::capture::{Exchange, ExchangeSink};
+use llmtap::config::{CaAction, Cli, Command, Config};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("llmtap: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("llmtap: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LLMTAP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("llmtap=info,hudsucker=warn,warn"));
+    // stdout carries records; diagnostics go to stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Some(Command::Ca { action }) => ca_command(&cli.run, action),
+        Some(Command::Healthcheck { addr }) => healthcheck(&cli.run, addr).await,
+        None => run(&cli.run).await,
+    }
+}
+
+fn ca_command(args: &llmtap::config::RunArgs, action: CaAction) -> anyhow::Result<ExitCode> {
+    let dir = &args.ca_dir;
+    match action {
+        CaAction::Print => {
+            let ca = llmtap::ca::CertAuthority::load_or_create(dir)?;
+            print!("{}", ca.cert_pem());
+        }
+        CaAction::Rotate => {
+            let moved = llmtap::ca::rotate(dir)?;
+            for path in moved {
+                eprintln!("llmtap: moved {}", path.display());
+            }
+            let ca = llmtap::ca::CertAuthority::load_or_create(dir)?;
+            eprintln!(
+                "llmtap: new CA in {}; give clients the new ca.pem and restart them",
+                dir.display()
+            );
+            print!("{}", ca.cert_pem());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn healthcheck(
+    args: &llmtap::config::RunArgs,
+    addr: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let raw = addr.unwrap_or_else(|| args.listen.clone());
+    let addr: std::net::SocketAddr = raw
+        .parse()
+        .with_context(|| format!("--addr {raw:?} is not IP:PORT"))?;
+    match llmtap::health::check(llmtap::health::probe_addr(addr)).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("llmtap healthcheck: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+struct InterimStdoutSink;
+impl ExchangeSink for InterimStdoutSink {
+    fn submit(&self, exchange: Exchange) {
+        println!(
+            "{}",
+            serde_json::json!({"url": exchange.url, "status": exchange.status, "outcome": exchange.outcome.as_str()})
+        );
+    }
+}
+
+async fn run(args: &llmtap::config::RunArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::from_args(args)?;
+    let sink: Arc<dyn ExchangeSink> = Arc::new(InterimStdoutSink);
+    let proxy = llmtap::start(config, sink).await?;
+    tracing::info!(listen = %proxy.local_addr, "llmtap listening");
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let report = proxy.shutdown().await;
+    if report.abandoned > 0 {
+        tracing::warn!(
+            abandoned = report.abandoned,
+            "grace period over with exchanges still running"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops llmtap");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
