@@ -104,8 +104,13 @@ async fn run(args: &llmtap::config::RunArgs) -> anyhow::Result<ExitCode> {
     let proxy = llmtap::start(config, sink).await?;
     tracing::info!(listen = %proxy.local_addr, "llmtap listening");
     wait_for_signal().await;
-    tracing::info!("shutting down");
+    tracing::info!(
+        in_flight = proxy.shared.in_flight.current(),
+        grace = ?proxy.shared.config.shutdown_grace,
+        "shutting down: no new connections; waiting for in-flight exchanges"
+    );
     let report = proxy.shutdown().await;
+    tracing::info!(abandoned = report.abandoned, "proxy stopped");
     if report.abandoned > 0 {
         tracing::warn!(
             abandoned = report.abandoned,

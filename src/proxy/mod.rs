@@ -33,6 +33,8 @@ use upstream::{PinnedConnector, TlsSetupError};
 pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// A client must finish sending its request head within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// After the last exchange ended, time for connections to write their final frames.
+const FLUSH_PAUSE: Duration = Duration::from_millis(200);
 /// Bytes held by all captures at once; beyond it bodies are captured shorter, never buffered more.
 pub const CAPTURE_BUDGET: usize = 256 * 1024 * 1024;
 
@@ -160,6 +162,9 @@ impl RunningProxy {
         let drained = tokio::time::timeout(grace, async {
             let _ = (&mut self.task).await;
             in_flight.wait_idle().await;
+            // An exchange ends when its last frame is handed to hyper; give the connection
+            // a moment to write it out before the runtime goes away.
+            tokio::time::sleep(FLUSH_PAUSE).await;
         })
         .await;
         if drained.is_err() {

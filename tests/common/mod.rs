@@ -5,8 +5,9 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Mutex;
 
 use clap::Parser;
 use llmtap::RunningProxy;
@@ -43,7 +44,7 @@ pub struct Records {
 impl Records {
     /// The next exchange, or a panic after `STEP`.
     pub async fn next(&self) -> Exchange {
-        let mut rx = self.rx.lock().unwrap();
+        let mut rx = self.rx.lock().await;
         tokio::time::timeout(STEP, rx.recv())
             .await
             .expect("no exchange record within the step timeout")
@@ -52,7 +53,10 @@ impl Records {
 
     /// Whatever has arrived so far, without waiting.
     pub fn drain(&self) -> Vec<Exchange> {
-        let mut rx = self.rx.lock().unwrap();
+        let mut rx = self
+            .rx
+            .try_lock()
+            .expect("records read from one task at a time");
         let mut out = Vec::new();
         while let Ok(e) = rx.try_recv() {
             out.push(e);

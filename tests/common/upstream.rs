@@ -314,10 +314,8 @@ fn websocket(mut req: Request<Incoming>) -> Response<TestBody> {
         .await;
         let (mut sink, mut stream) = ws.split();
         while let Some(Ok(msg)) = stream.next().await {
-            if msg.is_text() || msg.is_binary() {
-                if sink.send(msg).await.is_err() {
-                    return;
-                }
+            if (msg.is_text() || msg.is_binary()) && sink.send(msg).await.is_err() {
+                return;
             }
         }
     });
