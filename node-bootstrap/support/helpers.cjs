@@ -23,8 +23,16 @@ const LLMTAP_BIN = path.resolve(PACKAGE_DIR, process.env.LLMTAP_BIN || '../targe
 const LLM_HOST = 'llm.test';
 const DIRECT_HOST = 'localhost';
 
+const tempDirs = [];
+process.on('exit', () => {
+  for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh directory under the OS temp dir, removed when the test process exits. */
 function tempDir(prefix) {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `llmtap-${prefix}-`));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `llmtap-${prefix}-`));
+  tempDirs.push(dir);
+  return dir;
 }
 
 function openssl(args, cwd) {

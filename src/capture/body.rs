@@ -319,3 +319,146 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::{Exchange, ExchangeInProgress, ExchangeSink, InFlight};
+    use http_body_util::{BodyExt, StreamBody};
+
+    #[derive(Default)]
+    struct VecSink(Mutex<Vec<Exchange>>);
+    impl ExchangeSink for VecSink {
+        fn submit(&self, exchange: Exchange) {
+            self.0.lock().unwrap().push(exchange);
+        }
+    }
+
+    fn blank() -> Exchange {
+        Exchange {
+            id: 0,
+            started_at: std::time::SystemTime::now(),
+            client_addr: "127.0.0.1:1".parse().unwrap(),
+            method: "POST".into(),
+            url: "https://h/p".into(),
+            scheme: "https".into(),
+            host: "h".into(),
+            port: 443,
+            path: "/p".into(),
+            http_version: "1.1".into(),
+            request_headers: vec![],
+            response_headers: vec![],
+            status: None,
+            request_body: Default::default(),
+            response_body: Default::default(),
+            time_to_first_byte: None,
+            time_to_first_chunk: None,
+            duration: Default::default(),
+            outcome: Outcome::Complete,
+            response_facts: None,
+        }
+    }
+
+    fn tap(sink: &Arc<VecSink>, cap: usize, in_flight: &Arc<InFlight>) -> ResponseTap {
+        let budget = CaptureBudget::new(1 << 20);
+        let req = Arc::new(Mutex::new(RequestTap {
+            capture: CaptureBuf::new(cap, Arc::clone(&budget)),
+            client_error: false,
+        }));
+        let sink_dyn: Arc<dyn ExchangeSink> = sink.clone();
+        ResponseTap {
+            capture: CaptureBuf::new(cap, budget),
+            parser: None,
+            exchange: ExchangeInProgress::start(
+                blank(),
+                req,
+                None,
+                sink_dyn,
+                Arc::clone(in_flight),
+            ),
+            content_encoding: None,
+        }
+    }
+
+    type Chunk = Result<Frame<Bytes>, std::io::Error>;
+
+    fn body_of(chunks: Vec<Chunk>) -> StreamBody<futures::stream::Iter<std::vec::IntoIter<Chunk>>> {
+        StreamBody::new(futures::stream::iter(chunks))
+    }
+
+    #[test]
+    fn capture_keeps_the_first_cap_bytes_and_counts_all() {
+        let budget = CaptureBudget::new(1 << 20);
+        let mut buf = CaptureBuf::new(5, Arc::clone(&budget));
+        buf.push(b"abc");
+        buf.push(b"defgh");
+        let body = buf.take(None);
+        assert_eq!(&body.bytes[..], b"abcde");
+        assert_eq!(body.total_len, 8);
+        assert!(body.truncated);
+        assert_eq!(budget.used(), 5);
+        drop(body);
+        assert_eq!(budget.used(), 0, "budget comes back when the bytes go");
+    }
+
+    #[test]
+    fn an_exhausted_budget_truncates_instead_of_buffering() {
+        let budget = CaptureBudget::new(4);
+        let mut buf = CaptureBuf::new(100, Arc::clone(&budget));
+        buf.push(b"ab");
+        buf.push(b"cdef");
+        buf.push(b"g");
+        let body = buf.take(None);
+        assert_eq!(&body.bytes[..], b"ab");
+        assert_eq!(body.total_len, 7);
+        assert!(body.truncated);
+        assert!(budget.denied() >= 1);
+    }
+
+    #[tokio::test]
+    async fn frames_pass_unchanged_and_the_end_fires_once() {
+        let sink = Arc::new(VecSink::default());
+        let in_flight = InFlight::new();
+        let chunks = vec![
+            Ok(Frame::data(Bytes::from("hello "))),
+            Ok(Frame::data(Bytes::from("world"))),
+        ];
+        let body = TapBody::response(body_of(chunks), tap(&sink, 8, &in_flight));
+        let out = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&out[..], b"hello world");
+        let records = sink.0.lock().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].outcome, Outcome::Complete);
+        assert_eq!(&records[0].response_body.bytes[..], b"hello wo");
+        assert_eq!(records[0].response_body.total_len, 11);
+        assert_eq!(in_flight.current(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_error_and_a_drop_are_recorded_as_such() {
+        let sink = Arc::new(VecSink::default());
+        let in_flight = InFlight::new();
+        let chunks = vec![
+            Ok(Frame::data(Bytes::from("x"))),
+            Err(std::io::Error::other("reset")),
+        ];
+        let body = TapBody::response(body_of(chunks), tap(&sink, 8, &in_flight));
+        assert!(body.collect().await.is_err());
+
+        let mut dropped = TapBody::response(
+            body_of(vec![
+                Ok(Frame::data(Bytes::from("a"))),
+                Ok(Frame::data(Bytes::from("b"))),
+            ]),
+            tap(&sink, 8, &in_flight),
+        );
+        let _ = Pin::new(&mut dropped).frame().await;
+        drop(dropped);
+
+        let records = sink.0.lock().unwrap();
+        assert_eq!(records.len(), 2);
+        assert!(matches!(records[0].outcome, Outcome::UpstreamError { .. }));
+        assert_eq!(records[1].outcome, Outcome::ClientAborted);
+        assert_eq!(in_flight.current(), 0);
+    }
+}
