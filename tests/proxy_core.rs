@@ -71,6 +71,11 @@ async fn intercepts_llm_host_and_records_the_exchange() {
             .any(|(k, v)| k == "x-api-key" && v == "sk-ant-test")
     );
     assert!(ex.response_headers.iter().any(|(k, _)| k == "content-type"));
+    // The incremental parser ran on the copy.
+    let facts = ex.response_facts.as_ref().unwrap();
+    assert_eq!(facts.model.as_deref(), Some("claude-sonnet-4-5"));
+    assert_eq!(facts.usage.input_tokens, Some(12));
+    assert_eq!(facts.usage.output_tokens, Some(3));
     // The upstream saw the original name (TLS verified it too).
     assert!(up.state.last_host.lock().unwrap().starts_with(LLM_HOST));
 }

@@ -1,0 +1,289 @@
+//! OpenAI Chat Completions (also legacy Completions and Embeddings): JSON bodies and `data:` chunk streams.
+
+use serde::Deserialize;
+
+use super::skim::{Path, Picker, Seg};
+use super::sse::SseEvent;
+use super::{Acc, Choices, Format, Usage, count};
+
+#[derive(Debug, Default, Deserialize)]
+struct PromptDetails {
+    #[serde(default, deserialize_with = "count")]
+    cached_tokens: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CompletionDetails {
+    #[serde(default, deserialize_with = "count")]
+    reasoning_tokens: Option<i64>,
+}
+
+/// `prompt_tokens` already includes the cached ones.
+#[derive(Debug, Default, Deserialize)]
+struct RawUsage {
+    #[serde(default, deserialize_with = "count")]
+    prompt_tokens: Option<i64>,
+    #[serde(default, deserialize_with = "count")]
+    completion_tokens: Option<i64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+impl From<RawUsage> for Usage {
+    fn from(u: RawUsage) -> Usage {
+        Usage {
+            input_tokens: u.prompt_tokens,
+            output_tokens: u.completion_tokens,
+            cache_read_input_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
+            cache_creation_input_tokens: None,
+            reasoning_output_tokens: u.completion_tokens_details.and_then(|d| d.reasoning_tokens),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct OpenAiChat {
+    acc: Acc,
+    choices: Choices,
+}
+
+impl Picker for OpenAiChat {
+    fn want(&self, path: Path<'_>) -> bool {
+        use Seg::{End, Idx, Key};
+        match path.segs() {
+            [Key(b"usage" | b"error"), End, ..] => true,
+            [Key(b"model"), End, ..] => self.acc.model.is_none(),
+            [Key(b"id"), End, ..] => self.acc.id.is_none(),
+            [
+                Key(b"choices"),
+                Idx(_),
+                Key(b"finish_reason" | b"index"),
+                End,
+            ] => true,
+            _ => false,
+        }
+    }
+
+    fn take(&mut self, path: Path<'_>, raw: &[u8]) {
+        use Seg::{End, Idx, Key};
+        match path.segs() {
+            // Streams with include_usage send `"usage": null` in every chunk but the last.
+            [Key(b"usage"), End, ..] => {
+                if let Ok(u) = serde_json::from_slice::<Option<RawUsage>>(raw) {
+                    self.acc.merge_usage(u.map(Usage::from).unwrap_or_default());
+                }
+            }
+            [Key(b"error"), End, ..] => self.acc.set_error(raw),
+            [Key(b"model"), End, ..] => Acc::first(&mut self.acc.model, raw),
+            [Key(b"id"), End, ..] => Acc::first(&mut self.acc.id, raw),
+            [Key(b"choices"), Idx(pos), Key(b"finish_reason"), End] => {
+                self.choices.set_reason(pos, raw)
+            }
+            [Key(b"choices"), Idx(pos), Key(b"index"), End] => self.choices.set_index(pos, raw),
+            _ => {}
+        }
+    }
+}
+
+impl Format for OpenAiChat {
+    fn end_doc(&mut self, event: Option<&SseEvent<'_>>) {
+        self.choices.flush(&mut self.acc);
+        if event.is_some_and(|e| e.data_is(b"[DONE]")) {
+            self.acc.terminal = true;
+        }
+    }
+
+    fn into_acc(self: Box<Self>) -> Acc {
+        self.acc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::providers::tests::{Case, check_cases};
+    use crate::providers::{ApiShape, UsageSource};
+
+    const JSON: Option<&str> = Some("application/json");
+    const SSE: Option<&str> = Some("text/event-stream; charset=utf-8");
+
+    fn chat(name: &'static str, body: &'static [u8]) -> Case {
+        Case {
+            name,
+            shape: ApiShape::OpenAiChat,
+            content_type: JSON,
+            status: 200,
+            body,
+            model: None,
+            id: None,
+            finish: &[],
+            usage: [None; 5],
+            source: UsageSource::Absent,
+            error: None,
+            is_stream: false,
+        }
+    }
+
+    #[test]
+    fn openai_chat_fixtures() {
+        check_cases(&[
+            Case {
+                model: Some("gpt-4.1-2025-04-14"),
+                id: Some("chatcmpl-CBxbjMxqTrDEqgYJwU9fG3aVZq8Fh"),
+                finish: &["stop"],
+                usage: [Some(1544), Some(212), Some(1280), None, Some(0)],
+                source: UsageSource::Response,
+                ..chat(
+                    "json",
+                    include_bytes!("../../tests/fixtures/providers/openai_chat/completion.json"),
+                )
+            },
+            Case {
+                model: Some("o4-mini-2025-04-16"),
+                id: Some("chatcmpl-n2n2n2n2n2n2n2n2n2n2n2n2n2n2"),
+                finish: &["length", "tool_calls"],
+                usage: [Some(80), Some(4000), Some(0), None, Some(3712)],
+                source: UsageSource::Response,
+                ..chat(
+                    "json n=2 choices",
+                    include_bytes!("../../tests/fixtures/providers/openai_chat/completion_n2.json"),
+                )
+            },
+            Case {
+                content_type: SSE,
+                model: Some("gpt-4o-mini-2024-07-18"),
+                id: Some("chatcmpl-CBy1Usage9d8f7a6s5d4f3g2h1j"),
+                finish: &["stop"],
+                usage: [Some(19), Some(10), Some(0), None, Some(0)],
+                source: UsageSource::Stream,
+                is_stream: true,
+                ..chat(
+                    "stream with include_usage",
+                    include_bytes!("../../tests/fixtures/providers/openai_chat/stream_usage.sse"),
+                )
+            },
+            Case {
+                content_type: SSE,
+                model: Some("gpt-4o-mini-2024-07-18"),
+                id: Some("chatcmpl-CBy2NoUsage0a9s8d7f6g5h4j3k"),
+                finish: &["stop"],
+                source: UsageSource::Absent,
+                is_stream: true,
+                ..chat(
+                    "stream without usage chunk",
+                    include_bytes!(
+                        "../../tests/fixtures/providers/openai_chat/stream_no_usage.sse"
+                    ),
+                )
+            },
+            Case {
+                content_type: SSE,
+                model: Some("gpt-4o-2024-08-06"),
+                id: Some("chatcmpl-CBy3n2Stream1q2w3e4r5t6y7u8"),
+                finish: &["stop", "length"],
+                usage: [Some(27), Some(48), Some(0), None, Some(0)],
+                source: UsageSource::Stream,
+                is_stream: true,
+                ..chat(
+                    "stream n=2",
+                    include_bytes!("../../tests/fixtures/providers/openai_chat/stream_n2.sse"),
+                )
+            },
+            Case {
+                content_type: SSE,
+                model: Some("gpt-4o-mini-2024-07-18"),
+                id: Some("chatcmpl-CBy4Cut9o8i7u6y5t4r3e2w1q0"),
+                source: UsageSource::StreamCutShort,
+                is_stream: true,
+                ..chat(
+                    "stream cut short",
+                    include_bytes!("../../tests/fixtures/providers/openai_chat/stream_cut.sse"),
+                )
+            },
+            Case {
+                content_type: SSE,
+                model: Some("gpt-4o-mini-2024-07-18"),
+                id: Some("chatcmpl-CBy5Err0p9o8i7u6y5t4r3e2w1"),
+                source: UsageSource::StreamCutShort,
+                error: Some((
+                    "server_error",
+                    "The server had an error while processing your request. Sorry about that!",
+                )),
+                is_stream: true,
+                ..chat(
+                    "stream with error chunk",
+                    include_bytes!("../../tests/fixtures/providers/openai_chat/stream_error.sse"),
+                )
+            },
+            Case {
+                status: 400,
+                error: Some((
+                    "invalid_request_error",
+                    "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+                )),
+                ..chat(
+                    "400",
+                    include_bytes!("../../tests/fixtures/providers/openai_chat/error_400.json"),
+                )
+            },
+            Case {
+                status: 429,
+                error: Some((
+                    "tokens",
+                    "Rate limit reached for gpt-4.1 in organization org-abc123 on tokens per min (TPM): Limit 30000, Used 29871, Requested 1024. Please try again in 1.79s. Visit https://platform.openai.com/account/rate-limits to learn more.",
+                )),
+                ..chat(
+                    "429",
+                    include_bytes!("../../tests/fixtures/providers/openai_chat/error_429.json"),
+                )
+            },
+            Case {
+                status: 500,
+                error: Some((
+                    "server_error",
+                    "The server had an error while processing your request. Sorry about that!",
+                )),
+                ..chat(
+                    "500",
+                    include_bytes!("../../tests/fixtures/providers/openai_chat/error_500.json"),
+                )
+            },
+            Case {
+                status: 401,
+                error: Some((
+                    "invalid_api_key",
+                    "Incorrect API key provided: sk-proj-****abcd.",
+                )),
+                ..chat(
+                    "401 with type null falls back to code",
+                    include_bytes!("../../tests/fixtures/providers/openai_chat/error_401.json"),
+                )
+            },
+            Case {
+                shape: ApiShape::OpenAiEmbeddings,
+                model: Some("text-embedding-3-small"),
+                usage: [Some(8), None, None, None, None],
+                source: UsageSource::Response,
+                ..chat(
+                    "embeddings",
+                    include_bytes!("../../tests/fixtures/providers/openai_chat/embeddings.json"),
+                )
+            },
+            Case {
+                shape: ApiShape::OpenAiCompletions,
+                model: Some("gpt-3.5-turbo-instruct"),
+                id: Some("cmpl-uqkvlQyYK7bGYrRHQ0eXlWi7"),
+                finish: &["length"],
+                usage: [Some(5), Some(7), None, None, None],
+                source: UsageSource::Response,
+                ..chat(
+                    "legacy completions",
+                    include_bytes!(
+                        "../../tests/fixtures/providers/openai_chat/completions_legacy.json"
+                    ),
+                )
+            },
+        ]);
+    }
+}
