@@ -7,6 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use crate::redact::{RedactionConfig, Redactor};
 use crate::route::{HostList, ProviderMap, RouteError};
 
 /// Default listen address: loopback only, never all interfaces unless asked.
@@ -122,6 +125,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub addons_config: PathBuf,
     pub providers: ProviderMap,
+    /// Header allowlist and body patterns from `redaction.toml`, compiled once.
+    pub redactor: Arc<Redactor>,
     pub export_queue: usize,
 }
 
@@ -159,6 +164,7 @@ impl Config {
             });
         }
         let providers = load_providers(&mut errors, &args.addons_config);
+        let redactor = load_redactor(&mut errors, &args.addons_config);
         match (
             listen,
             llm_hosts,
@@ -167,6 +173,7 @@ impl Config {
             shutdown_grace,
             export_queue,
             providers,
+            redactor,
         ) {
             (
                 Some(listen),
@@ -176,6 +183,7 @@ impl Config {
                 Some(grace),
                 Some(q),
                 Some(p),
+                Some(redactor),
             ) if errors.is_empty() => Ok(Config {
                 listen,
                 ca_dir: args.ca_dir.clone(),
@@ -187,6 +195,7 @@ impl Config {
                 shutdown_grace: grace,
                 addons_config: args.addons_config.clone(),
                 providers: p,
+                redactor,
                 export_queue: q,
             }),
             _ => Err(ConfigError(errors)),
@@ -301,6 +310,26 @@ fn load_providers(errors: &mut Vec<FieldError>, dir: &Path) -> Option<ProviderMa
     }
 }
 
+fn load_redactor(errors: &mut Vec<FieldError>, dir: &Path) -> Option<Arc<Redactor>> {
+    let path = dir.join("redaction.toml");
+    let config = if path.exists() {
+        RedactionConfig::load(&path)
+    } else {
+        Ok(RedactionConfig::default())
+    };
+    match config.and_then(|c| Redactor::new(&c)) {
+        Ok(r) => Some(Arc::new(r)),
+        Err(e) => {
+            errors.push(FieldError {
+                field: "addons-config/redaction.toml",
+                value: path.display().to_string(),
+                reason: e.to_string(),
+            });
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +363,7 @@ mod tests {
         assert!(fields.contains(&("--shutdown-grace", "forever")));
         assert!(fields.contains(&("--resolve", "api.x.com:443")));
         assert!(fields.contains(&("--resolve", "h:99999:1.2.3.4")));
+        assert_eq!(err.0.len(), 5, "{err}");
         assert!(err.to_string().contains("--listen = \"nope\""));
     }
 
@@ -361,5 +391,27 @@ mod tests {
             "a.com:443:127.0.0.1,b.com:80:127.0.0.2",
         ]);
         assert_eq!(cli.run.resolve.len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[test]
+    fn bad_addons_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("providers.toml"), "[[host]]\npattern = 1\n").unwrap();
+        std::fs::write(
+            dir.path().join("redaction.toml"),
+            "safe_headers = []\nredacted_headers = []\nredacted_query_params = []\n[[body_patterns]]\nname = \"bad\"\nregex = \"(\"\n",
+        )
+        .unwrap();
+        let mut args = Cli::parse_from(["llmtap"]).run;
+        args.addons_config = dir.path().to_path_buf();
+        let err = Config::from_args(&args).unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| e.field).collect();
+        assert!(fields.contains(&"addons-config/providers.toml"), "{err}");
+        assert!(fields.contains(&"addons-config/redaction.toml"), "{err}");
     }
 }

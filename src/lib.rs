@@ -7,6 +7,7 @@ pub mod export;
 pub mod health;
 pub mod providers;
 pub mod proxy;
+pub mod redact;
 pub mod route;
 
 pub use config::Config;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use llmtap::capture::{Exchange, ExchangeSink};
+use llmtap::export::{ExportConfig, ExportFlags, ExportHandle, process_env};
 use llmtap::config::{CaAction, Cli, Command, Config};
 
 fn main() -> ExitCode {
@@ -89,20 +89,13 @@ async fn healthcheck(
     }
 }
 
-struct InterimStdoutSink;
-impl ExchangeSink for InterimStdoutSink {
-    fn submit(&self, exchange: Exchange) {
-        println!(
-            "{}",
-            serde_json::json!({"url": exchange.url, "status": exchange.status, "outcome": exchange.outcome.as_str()})
-        );
-    }
-}
+/// How long the exporter may take to flush after the proxy stopped.
+const EXPORT_FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn run(args: &llmtap::config::RunArgs) -> anyhow::Result<ExitCode> {
     let config = Config::from_args(args)?;
-    let sink: Arc<dyn ExchangeSink> = Arc::new(InterimStdoutSink);
-    let proxy = llmtap::start(config, sink).await?;
+    let exporter = start_exporter(&config)?;
+    let proxy = llmtap::start(config, Arc::new(exporter.clone())).await?;
     tracing::info!(listen = %proxy.local_addr, "llmtap listening");
     wait_for_signal().await;
     tracing::info!(
@@ -111,14 +104,31 @@ async fn run(args: &llmtap::config::RunArgs) -> anyhow::Result<ExitCode> {
         "shutting down: no new connections; waiting for in-flight exchanges"
     );
     let report = proxy.shutdown().await;
-    tracing::info!(abandoned = report.abandoned, "proxy stopped");
     if report.abandoned > 0 {
-        tracing::warn!(
-            abandoned = report.abandoned,
-            "grace period over with exchanges still running"
-        );
+        tracing::warn!(abandoned = report.abandoned, "grace period over with exchanges still running");
     }
+    let stats = exporter.shutdown(EXPORT_FLUSH_DEADLINE).await;
+    tracing::info!(
+        exported = stats.exported,
+        dropped_queue_full = stats.dropped_queue_full,
+        dropped_export_failed = stats.dropped_export_failed,
+        dropped_shutdown = stats.dropped_shutdown,
+        "stopped"
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+fn start_exporter(config: &Config) -> anyhow::Result<ExportHandle> {
+    let flags = ExportFlags {
+        max_record_bytes: config.max_record_bytes,
+        queue_capacity: config.export_queue,
+    };
+    let mut export_config = ExportConfig::from_env_and_flags(&process_env, &flags)?;
+    // The same roots as upstream calls, so a private OTLP endpoint works with --upstream-ca.
+    let tls = llmtap::proxy::upstream::client_tls_config(config.upstream_ca.as_deref())?;
+    export_config.tls = Some(Arc::new(tls));
+    let lookup = llmtap::route::provider_lookup(config.providers.clone());
+    Ok(ExportHandle::start(export_config, Arc::clone(&config.redactor), lookup)?)
 }
 
 async fn wait_for_signal() {

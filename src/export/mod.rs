@@ -1,3 +1,256 @@
-//! Turning exchanges into OTLP log records and shipping them.
+//! Turning exchanges into OTLP log records and shipping them through a bounded queue.
+//!
+//! The proxy calls [`ExportHandle::submit`], which only `try_send`s into a bounded queue:
+//! when the queue is full the exchange is dropped and counted, and a warning is logged once
+//! per burst of drops. One worker task drains the queue in batches (count, size, delay),
+//! builds the records on the blocking pool, and ships them over OTLP/HTTP (see `otlp`) or
+//! to stdout as JSON lines when no endpoint is configured (see `stdout`).
 
 pub mod attributes;
+pub mod config;
+pub mod otlp;
+pub mod record;
+pub mod stdout;
+mod worker;
+
+pub use config::{
+    BatchConfig, Destination, ExportConfig, ExportConfigError, ExportFlags, RetryConfig,
+    process_env,
+};
+pub use record::{AttrValue, LogRecordData, RecordContext, Severity, build_record};
+
+use serde::Serialize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::capture::{Exchange, ExchangeSink};
+use crate::redact::Redactor;
+use otlp::{OtlpClient, OtlpSetupError};
+use stdout::SharedWriter;
+use worker::{RecordBuilder, Sink, Worker};
+
+/// Decides `gen_ai.provider.name` for an exchange (the host map, falling back to the path shape).
+pub type ProviderLookup = Arc<dyn Fn(&Exchange) -> Option<String> + Send + Sync>;
+
+/// Why the export pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("the export pipeline must be started inside a Tokio runtime")]
+    NoRuntime,
+    #[error(transparent)]
+    Setup(#[from] OtlpSetupError),
+}
+
+/// Export counters as shown on `/healthz` and in the proxy's log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ExportStats {
+    /// Exchanges handed to `submit`.
+    pub submitted: u64,
+    /// Records the destination accepted.
+    pub exported: u64,
+    /// Exchanges dropped because the queue was full.
+    pub dropped_queue_full: u64,
+    /// Records dropped because the destination refused them or retries ran out.
+    pub dropped_export_failed: u64,
+    /// Exchanges submitted after shutdown began, or still queued when its deadline passed.
+    pub dropped_shutdown: u64,
+    /// Export attempts that were retries.
+    pub export_retries: u64,
+    pub queue_capacity: usize,
+    pub queue_len: usize,
+}
+
+/// Shared between the handle and the worker.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub submitted: AtomicU64,
+    pub exported: AtomicU64,
+    pub dropped_queue_full: AtomicU64,
+    pub dropped_export_failed: AtomicU64,
+    pub dropped_shutdown: AtomicU64,
+    pub export_retries: AtomicU64,
+    /// True while the queue is refusing exchanges: the warning is logged once per burst.
+    dropping: AtomicBool,
+    burst_drops: AtomicU64,
+}
+
+/// The submitting side of the export pipeline; cheap to clone.
+#[derive(Clone)]
+pub struct ExportHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: mpsc::Sender<Exchange>,
+    counters: Arc<Counters>,
+    control: Mutex<Option<Control>>,
+}
+
+struct Control {
+    shutdown: watch::Sender<Option<Instant>>,
+    worker: JoinHandle<()>,
+}
+
+impl ExportHandle {
+    /// Starts the worker for `config.destination` (stdout = the process's stdout).
+    pub fn start(
+        config: ExportConfig,
+        redactor: Arc<Redactor>,
+        provider: ProviderLookup,
+    ) -> Result<ExportHandle, ExportError> {
+        Self::start_with_writer(config, redactor, provider, stdout::stdout_writer())
+    }
+
+    /// Like [`start`](Self::start), with JSON lines going to `writer` when there is no endpoint.
+    pub fn start_with_writer(
+        config: ExportConfig,
+        redactor: Arc<Redactor>,
+        provider: ProviderLookup,
+        writer: SharedWriter,
+    ) -> Result<ExportHandle, ExportError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ExportError::NoRuntime)?;
+        let sink = match &config.destination {
+            Destination::Otlp {
+                endpoint,
+                headers,
+                gzip,
+            } => {
+                let timeout = config.retry.request_timeout;
+                let tls = config.tls.clone();
+                let client = OtlpClient::new(endpoint, headers, *gzip, timeout, tls)?;
+                Sink::Otlp(Box::new(client))
+            }
+            Destination::Stdout => Sink::Stdout(writer),
+        };
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let (shutdown_tx, shutdown_rx) = watch::channel(None);
+        let counters = Arc::new(Counters::default());
+        let worker = Worker {
+            rx,
+            shutdown: shutdown_rx,
+            builder: Arc::new(RecordBuilder {
+                redactor,
+                provider,
+                max_record_bytes: config.max_record_bytes,
+                body_decode_limit: config.body_decode_limit,
+                resource: config.resource,
+            }),
+            sink,
+            batch: config.batch,
+            retry: config.retry,
+            counters: Arc::clone(&counters),
+        };
+        let worker = runtime.spawn(worker.run());
+        let control = Control {
+            shutdown: shutdown_tx,
+            worker,
+        };
+        Ok(ExportHandle {
+            inner: Arc::new(Inner {
+                tx,
+                counters,
+                control: Mutex::new(Some(control)),
+            }),
+        })
+    }
+
+    /// Queues an exchange for export; never blocks, never awaits. A full queue drops it (counted).
+    pub fn submit(&self, exchange: Exchange) {
+        let counters = &self.inner.counters;
+        counters.submitted.fetch_add(1, Relaxed);
+        match self.inner.tx.try_send(exchange) {
+            Ok(()) => {
+                if counters.dropping.swap(false, Relaxed) {
+                    let dropped = counters.burst_drops.swap(0, Relaxed);
+                    tracing::info!(dropped, "export queue accepts records again");
+                }
+            }
+            Err(TrySendError::Full(_)) => {
+                counters.dropped_queue_full.fetch_add(1, Relaxed);
+                counters.burst_drops.fetch_add(1, Relaxed);
+                if !counters.dropping.swap(true, Relaxed) {
+                    let capacity = self.inner.tx.max_capacity();
+                    tracing::warn!(
+                        capacity,
+                        "export queue full: dropping records until it drains"
+                    );
+                }
+            }
+            Err(TrySendError::Closed(_)) => {
+                counters.dropped_shutdown.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> ExportStats {
+        let c = &self.inner.counters;
+        let tx = &self.inner.tx;
+        ExportStats {
+            submitted: c.submitted.load(Relaxed),
+            exported: c.exported.load(Relaxed),
+            dropped_queue_full: c.dropped_queue_full.load(Relaxed),
+            dropped_export_failed: c.dropped_export_failed.load(Relaxed),
+            dropped_shutdown: c.dropped_shutdown.load(Relaxed),
+            export_retries: c.export_retries.load(Relaxed),
+            queue_capacity: tx.max_capacity(),
+            queue_len: tx.max_capacity() - tx.capacity(),
+        }
+    }
+
+    /// Stops accepting exchanges and flushes the queue, giving up after `deadline`.
+    /// What is still unexported then is counted in `dropped_shutdown`. Later calls only report.
+    pub async fn shutdown(self, deadline: Duration) -> ExportStats {
+        let control = self
+            .inner
+            .control
+            .lock()
+            .ok()
+            .and_then(|mut control| control.take());
+        let Some(Control {
+            shutdown,
+            mut worker,
+        }) = control
+        else {
+            return self.stats();
+        };
+        let until = Instant::now() + deadline;
+        shutdown.send_replace(Some(until));
+        if tokio::time::timeout_at(until, &mut worker).await.is_err() {
+            worker.abort();
+            // Wait for the abort to land so no counter moves after the tally below.
+            let _ = worker.await;
+            tracing::warn!(
+                ?deadline,
+                "export queue not flushed before the shutdown deadline"
+            );
+        }
+        let stats = self.stats();
+        let settled = stats.exported
+            + stats.dropped_queue_full
+            + stats.dropped_export_failed
+            + stats.dropped_shutdown;
+        let lost = stats.submitted.saturating_sub(settled);
+        self.inner
+            .counters
+            .dropped_shutdown
+            .fetch_add(lost, Relaxed);
+        self.stats()
+    }
+}
+
+impl ExchangeSink for ExportHandle {
+    fn submit(&self, exchange: Exchange) {
+        ExportHandle::submit(self, exchange);
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        serde_json::to_value(ExportHandle::stats(self)).unwrap_or(serde_json::Value::Null)
+    }
+}
