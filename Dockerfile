@@ -14,6 +14,10 @@ RUN apt-get update \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# Embedded at compile time as the built-in defaults (include_str!).
+COPY addons-config ./addons-config
+# A workspace member: cargo needs its manifest to load the workspace, even to build llmtap alone.
+COPY bench ./bench
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin llmtap \

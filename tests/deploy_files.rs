@@ -808,3 +808,34 @@ fn node_bootstrap_dependencies_are_pinned_and_locked() {
     assert!(lock["lockfileVersion"].as_u64().unwrap_or(0) >= 2);
     assert!(!read("node-bootstrap/proxy-bootstrap.cjs").is_empty());
 }
+
+/// The build stage must copy everything `cargo build` reads: workspace members and the
+/// files the binary embeds with `include_str!`.
+#[test]
+fn dockerfile_build_stage_copies_what_the_build_reads() {
+    let text = read("Dockerfile");
+    let copies: Vec<String> = instructions(&text)
+        .into_iter()
+        .filter(|(op, _)| op == "COPY")
+        .map(|(_, args)| args)
+        .collect();
+    let copied = |path: &str| copies.iter().any(|c| c.split_whitespace().any(|w| w == path));
+    let manifest = read("Cargo.toml");
+    let members = manifest
+        .lines()
+        .find(|l| l.trim_start().starts_with("members"))
+        .unwrap_or("");
+    for member in members.split('"').skip(1).step_by(2).filter(|m| *m != ".") {
+        assert!(copied(member), "Dockerfile must COPY workspace member {member}");
+    }
+    let embedded = regex::Regex::new(r#"include_str!\("\.\./([a-z-]+)/"#).unwrap();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let source = std::fs::read_to_string(&path).unwrap();
+            for cap in embedded.captures_iter(&source) {
+                assert!(copied(&cap[1]), "Dockerfile must COPY {} (embedded by {path:?})", &cap[1]);
+            }
+        }
+    }
+}
