@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use llmtap::export::{ExportConfig, ExportFlags, ExportHandle, process_env};
 use llmtap::config::{CaAction, Cli, Command, Config};
+use llmtap::export::{ExportConfig, ExportFlags, ExportHandle, process_env};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -105,7 +105,10 @@ async fn run(args: &llmtap::config::RunArgs) -> anyhow::Result<ExitCode> {
     );
     let report = proxy.shutdown().await;
     if report.abandoned > 0 {
-        tracing::warn!(abandoned = report.abandoned, "grace period over with exchanges still running");
+        tracing::warn!(
+            abandoned = report.abandoned,
+            "grace period over with exchanges still running"
+        );
     }
     let stats = exporter.shutdown(EXPORT_FLUSH_DEADLINE).await;
     tracing::info!(
@@ -128,7 +131,11 @@ fn start_exporter(config: &Config) -> anyhow::Result<ExportHandle> {
     let tls = llmtap::proxy::upstream::client_tls_config(config.upstream_ca.as_deref())?;
     export_config.tls = Some(Arc::new(tls));
     let lookup = llmtap::route::provider_lookup(config.providers.clone());
-    Ok(ExportHandle::start(export_config, Arc::clone(&config.redactor), lookup)?)
+    Ok(ExportHandle::start(
+        export_config,
+        Arc::clone(&config.redactor),
+        lookup,
+    )?)
 }
 
 async fn wait_for_signal() {

@@ -819,14 +819,21 @@ fn dockerfile_build_stage_copies_what_the_build_reads() {
         .filter(|(op, _)| op == "COPY")
         .map(|(_, args)| args)
         .collect();
-    let copied = |path: &str| copies.iter().any(|c| c.split_whitespace().any(|w| w == path));
+    let copied = |path: &str| {
+        copies
+            .iter()
+            .any(|c| c.split_whitespace().any(|w| w == path))
+    };
     let manifest = read("Cargo.toml");
     let members = manifest
         .lines()
         .find(|l| l.trim_start().starts_with("members"))
         .unwrap_or("");
     for member in members.split('"').skip(1).step_by(2).filter(|m| *m != ".") {
-        assert!(copied(member), "Dockerfile must COPY workspace member {member}");
+        assert!(
+            copied(member),
+            "Dockerfile must COPY workspace member {member}"
+        );
     }
     let embedded = regex::Regex::new(r#"include_str!\("\.\./([a-z-]+)/"#).unwrap();
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src")).unwrap() {
@@ -834,7 +841,11 @@ fn dockerfile_build_stage_copies_what_the_build_reads() {
         if path.extension().is_some_and(|e| e == "rs") {
             let source = std::fs::read_to_string(&path).unwrap();
             for cap in embedded.captures_iter(&source) {
-                assert!(copied(&cap[1]), "Dockerfile must COPY {} (embedded by {path:?})", &cap[1]);
+                assert!(
+                    copied(&cap[1]),
+                    "Dockerfile must COPY {} (embedded by {path:?})",
+                    &cap[1]
+                );
             }
         }
     }

@@ -171,12 +171,11 @@ impl ExportConfig {
 fn destination(get: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> Destination {
     if let Some(protocol) =
         get("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL").or_else(|| get("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        && protocol != "http/protobuf"
     {
-        if protocol != "http/protobuf" {
-            problems.push(format!(
-                "OTLP protocol {protocol:?} is not supported: use http/protobuf"
-            ));
-        }
+        problems.push(format!(
+            "OTLP protocol {protocol:?} is not supported: use http/protobuf"
+        ));
     }
     let endpoint = match (
         get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"),

@@ -161,10 +161,12 @@ pub fn build_record(exchange: &Exchange, ctx: &RecordContext<'_>) -> LogRecordDa
         ctx.provider_name,
     );
     llmtap_attributes(&mut attrs, exchange, ctx.redactor);
+    // The OTLP framing (tags, lengths, timestamps) of every attribute, the 3 flags included.
+    let framing = RECORD_FRAMING + (attrs.0.len() + 3) * ATTRIBUTE_FRAMING;
     let fitted = fit_bodies(
         request,
         response,
-        attributes_size(&attrs.0),
+        attributes_size(&attrs.0) + framing,
         ctx.max_record_bytes,
     );
     attrs.push(
@@ -479,13 +481,19 @@ struct Fitted {
     trimmed: bool,
 }
 
+/// Protobuf bytes around one attribute's key and value (KeyValue, AnyValue: tags and lengths).
+const ATTRIBUTE_FRAMING: usize = 16;
+/// Protobuf bytes of a record besides attributes and body text: timestamps, severity, body framing.
+const RECORD_FRAMING: usize = 64;
+
 /// Boolean attributes still to be added after fitting (truncated ×2, trimmed), counted up front.
 const FLAG_ATTRS_SIZE: usize = key::LLMTAP_REQUEST_BODY_TRUNCATED.len()
     + key::LLMTAP_RESPONSE_BODY_TRUNCATED.len()
     + key::LLMTAP_RECORD_TRIMMED.len()
     + 3 * 5;
 
-/// Serializes the bodies, trimming them (fairly) so body + attributes ≤ `max_record_bytes`.
+/// Serializes the bodies, trimming them (fairly) so body + attributes ≤ `max_record_bytes`
+/// and the body (the Loki line) ≤ `max_record_bytes` × 1000/1024.
 fn fit_bodies(
     request: LoggedBody,
     response: LoggedBody,
@@ -493,7 +501,11 @@ fn fit_bodies(
     max_record_bytes: usize,
 ) -> Fitted {
     let skeleton = render(&request, "", false, &response, "", false);
-    let budget = max_record_bytes.saturating_sub(attrs_size + FLAG_ATTRS_SIZE + skeleton.len());
+    let record_room = max_record_bytes.saturating_sub(attrs_size + FLAG_ATTRS_SIZE);
+    // Loki reads `max_line_size: 256KB` as 256,000 bytes: the line alone stays within
+    // 1000/1024 of the record bound, so equal numbers on both sides (KiB here, KB there) fit.
+    let line_room = max_record_bytes / 1024 * 1000;
+    let budget = record_room.min(line_room).saturating_sub(skeleton.len());
     let request_len = escaped_len(&request.text);
     let response_len = escaped_len(&response.text);
     let (request_budget, response_budget) = share(budget, request_len, response_len);

@@ -452,7 +452,12 @@ impl Body {
             piece = piece.get(at..).unwrap_or_default();
             *self = match piece.first() {
                 Some(b'{' | b'[') => Body::Json(JsonSkim::new()),
-                _ => Body::Sse(SseFramer::new(), JsonSkim::new()),
+                // An SSE line starts with a field (`data`, `event`, `id`, `retry`) or a `:` comment;
+                // anything else (an HTML error page, binary) is neither, not a stream cut short.
+                Some(b'd' | b'e' | b'i' | b'r' | b':') => {
+                    Body::Sse(SseFramer::new(), JsonSkim::new())
+                }
+                _ => Body::Off,
             };
         }
         match self {

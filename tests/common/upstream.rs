@@ -1,6 +1,7 @@
 //! A fake HTTPS (and plain HTTP) upstream with a CA made at test time.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -83,6 +84,74 @@ pub struct UpstreamState {
     pub requests: AtomicUsize,
     /// `Host` header / authority of the last request.
     pub last_host: std::sync::Mutex<String>,
+    /// Canned answers by path (query excluded), consulted before the built-in routes.
+    pub canned: std::sync::Mutex<HashMap<String, Canned>>,
+    /// Body of the last request answered from `canned`, read in full before answering.
+    pub canned_request_body: std::sync::Mutex<Bytes>,
+}
+
+/// A canned response: these bytes, as these chunks, `chunk_delay` apart, untouched.
+#[derive(Debug, Clone)]
+pub struct Canned {
+    pub status: u16,
+    pub content_type: String,
+    /// Sent as the `content-encoding` header; the chunks must already be encoded.
+    pub content_encoding: Option<String>,
+    /// Further response headers.
+    pub headers: Vec<(String, String)>,
+    /// One chunk is sent with a `content-length`; several are streamed (chunked / HTTP/2 frames).
+    pub chunks: Vec<Bytes>,
+    pub chunk_delay: Duration,
+}
+
+impl Canned {
+    /// The whole body in one chunk.
+    pub fn new(status: u16, content_type: &str, body: impl Into<Bytes>) -> Canned {
+        Canned {
+            status,
+            content_type: content_type.to_string(),
+            content_encoding: None,
+            headers: Vec::new(),
+            chunks: vec![body.into()],
+            chunk_delay: Duration::ZERO,
+        }
+    }
+
+    /// The body re-cut into `n` pieces of about equal size (at arbitrary byte positions),
+    /// sent `delay` apart.
+    pub fn in_chunks(mut self, n: usize, delay: Duration) -> Canned {
+        let body = self.body();
+        let size = body.len().div_ceil(n.max(1)).max(1);
+        self.chunks = (0..body.len())
+            .step_by(size)
+            .map(|at| body.slice(at..(at + size).min(body.len())))
+            .collect();
+        self.chunk_delay = delay;
+        self
+    }
+
+    pub fn encoding(mut self, encoding: &str) -> Canned {
+        self.content_encoding = Some(encoding.to_string());
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Canned {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Every byte the upstream sends, in order.
+    pub fn body(&self) -> Bytes {
+        let all: Vec<u8> = self.chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        Bytes::from(all)
+    }
+}
+
+impl UpstreamState {
+    /// Answer requests for `path` with `canned` from now on.
+    pub fn can(&self, path: &str, canned: Canned) {
+        self.canned.lock().unwrap().insert(path.to_string(), canned);
+    }
 }
 
 pub struct Upstream {
@@ -200,6 +269,10 @@ async fn route(
         .unwrap_or_default();
     *st.last_host.lock().unwrap() = host;
     let path = req.uri().path().to_string();
+    let canned = st.canned.lock().unwrap().get(&path).cloned();
+    if let Some(canned) = canned {
+        return Ok(serve_canned(&st, req, canned).await);
+    }
     let res = match path.as_str() {
         "/v1/messages" | "/json" => full(200, "application/json", ANTHROPIC_JSON),
         "/sse" => sse(&st, &req),
@@ -219,6 +292,52 @@ async fn route(
         _ => full(404, "text/plain", "no such route"),
     };
     Ok(res)
+}
+
+/// Reads the request body in full (so it is forwarded whole), then sends the canned chunks.
+async fn serve_canned(
+    st: &Arc<UpstreamState>,
+    req: Request<Incoming>,
+    canned: Canned,
+) -> Response<TestBody> {
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    *st.canned_request_body.lock().unwrap() = body;
+    let mut res = if canned.chunks.len() <= 1 {
+        full(canned.status, &canned.content_type, canned.body())
+    } else {
+        let (tx, rx) = mpsc::channel(1);
+        let chunks = canned.chunks.clone();
+        let delay = canned.chunk_delay;
+        tokio::spawn(async move {
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                if i > 0 && !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut res = streamed(&canned.content_type, rx);
+        *res.status_mut() = hyper::StatusCode::from_u16(canned.status).unwrap();
+        res
+    };
+    if let Some(encoding) = &canned.content_encoding {
+        res.headers_mut()
+            .insert("content-encoding", encoding.parse().unwrap());
+    }
+    for (name, value) in &canned.headers {
+        res.headers_mut().append(
+            hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    res
 }
 
 /// `n` events `delay_ms` apart; with `gate=1` the stream waits after its first event for the test.

@@ -1,0 +1,137 @@
+"""Fixtures: the provider mock and the real llmtap binary pinned to it, both on loopback.
+
+llmtap: LLMTAP_BIN, default ../../target/debug/llmtap (relative to this folder); build it with
+`cargo build --bin llmtap`. It runs on its default LLM hosts (api.anthropic.com, api.openai.com),
+both pinned to the mock's port with --resolve, trusting the mock's CA with --upstream-ca, with a
+fresh CA dir, and prints one JSON record per exchange on stdout, which the fixture collects.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from provider_mock import PROVIDER_HOSTS, ProviderMock
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+LLMTAP_BIN = (HERE / os.environ.get("LLMTAP_BIN", "../../target/debug/llmtap")).resolve()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(port: int) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    try:
+        conn.request("GET", "/healthz")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+class Llmtap:
+    """A running llmtap process and the JSON records it printed."""
+
+    def __init__(self, mock: ProviderMock, ca_dir: Path) -> None:
+        if not LLMTAP_BIN.exists():
+            raise RuntimeError(f"llmtap binary not found at {LLMTAP_BIN}: run `cargo build --bin llmtap` or set LLMTAP_BIN")
+        self.port = _free_port()
+        self.ca_dir = ca_dir
+        self.ca_pem = ca_dir / "ca.pem"
+        self.proxy_url = f"http://127.0.0.1:{self.port}"
+        args = [
+            str(LLMTAP_BIN),
+            "--listen", f"127.0.0.1:{self.port}",
+            "--ca-dir", str(ca_dir),
+            "--upstream-ca", str(mock.ca_pem),
+            "--addons-config", str(REPO / "addons-config"),
+        ]
+        for host in PROVIDER_HOSTS:
+            args += ["--resolve", f"{host}:{mock.port}:127.0.0.1"]
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(ca_dir),
+            "LANG": "C.UTF-8",
+            "LLMTAP_LOG": os.environ.get("LLMTAP_LOG", "llmtap=info,warn"),
+        }
+        self.stdout_lines: list[str] = []
+        self.stderr_lines: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for stream, sink in ((self.proc.stdout, self.stdout_lines), (self.proc.stderr, self.stderr_lines)):
+            threading.Thread(target=self._pump, args=(stream, sink), daemon=True).start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if _healthy(self.port) and self.ca_pem.exists():
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"llmtap did not become healthy on 127.0.0.1:{self.port}\n{self.stderr_tail()}")
+
+    def _pump(self, stream: Any, sink: list[str]) -> None:
+        for line in stream:
+            with self._cond:
+                sink.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def stderr_tail(self, n: int = 40) -> str:
+        with self._cond:
+            return "\n".join(self.stderr_lines[-n:])
+
+    def lines_mentioning(self, marker: str) -> list[str]:
+        with self._cond:
+            return [line for line in self.stdout_lines if marker in line and line.lstrip().startswith("{")]
+
+    def wait_for_records(self, marker: str, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The JSON records that mention ``marker``, waiting up to ``timeout`` s for ``count`` of them."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [json.loads(line) for line in self.stdout_lines if marker in line and line.lstrip().startswith("{")]
+                remaining = deadline - time.monotonic()
+                if len(found) >= count or remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+        if len(found) < count:
+            raise AssertionError(f"{len(found)} llmtap records mention {marker} after {timeout} s, expected {count}\nstderr tail:\n{self.stderr_tail()}")
+        return found
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderMock]:
+    m = ProviderMock(tmp_path_factory.mktemp("provider-mock"))
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="session")
+def llmtap(mock: ProviderMock, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Llmtap]:
+    proc = Llmtap(mock, tmp_path_factory.mktemp("llmtap-ca"))
+    yield proc
+    proc.stop()
