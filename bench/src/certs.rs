@@ -4,8 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
@@ -29,7 +29,10 @@ pub fn mock_server_config(dir: &Path) -> Res<Arc<ServerConfig>> {
     dn.push(DnType::CommonName, "llmtap-bench mock CA (tests only)");
     ca.distinguished_name = dn;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_key = KeyPair::generate()?;
     let ca = CertifiedIssuer::self_signed(ca, ca_key)?;
 
@@ -54,11 +57,13 @@ pub fn mock_server_config(dir: &Path) -> Res<Arc<ServerConfig>> {
     Ok(Arc::new(cfg))
 }
 
-/// Client config trusting the PEM certificates in `ca_file` (HTTP/1.1 ALPN, session resumption on).
-pub fn client_config(ca_file: &Path) -> Res<Arc<ClientConfig>> {
+/// Client config trusting the PEM certificates in `ca_files` (HTTP/1.1 ALPN, session resumption on).
+pub fn client_config(ca_files: &[&Path]) -> Res<Arc<ClientConfig>> {
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_file)? {
-        roots.add(cert?)?;
+    for f in ca_files {
+        for cert in CertificateDer::pem_file_iter(f)? {
+            roots.add(cert?)?;
+        }
     }
     let mut cfg = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?

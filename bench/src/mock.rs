@@ -52,7 +52,11 @@ pub fn main(dir: &Path, threads: usize) -> Res<()> {
         // Exit when the parent goes away (our stdin closes).
         tokio::task::spawn_blocking(|| {
             let mut buf = String::new();
-            while std::io::stdin().read_line(&mut buf).map(|n| n > 0).unwrap_or(false) {
+            while std::io::stdin()
+                .read_line(&mut buf)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {
                 buf.clear();
             }
             std::process::exit(0);
@@ -75,7 +79,9 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor) -> Res<()> {
         let acceptor = acceptor.clone();
         let cache = cache.clone();
         tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
             let svc = hyper::service::service_fn(move |req| handle(req, cache.clone()));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), svc)
@@ -93,7 +99,11 @@ fn query(req: &Request<Incoming>, key: &str) -> Option<u64> {
 
 async fn handle(req: Request<Incoming>, cache: Arc<Cache>) -> Result<Response<Body>, Infallible> {
     if req.uri().path() != "/v1/messages" {
-        return Ok(simple(StatusCode::NOT_FOUND, "application/json", r#"{"type":"error","error":{"type":"not_found_error","message":"not found"}}"#));
+        return Ok(simple(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            r#"{"type":"error","error":{"type":"not_found_error","message":"not found"}}"#,
+        ));
     }
     let events = query(&req, "events").unwrap_or(50) as usize;
     let delay = Duration::from_millis(query(&req, "delay_ms").unwrap_or(20));
@@ -107,10 +117,15 @@ async fn handle(req: Request<Incoming>, cache: Arc<Cache>) -> Result<Response<Bo
     if !stream {
         let bytes = {
             let mut map = cache.json.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(size).or_insert_with(|| json_body(size, input_tokens)).clone()
+            map.entry(size)
+                .or_insert_with(|| json_body(size, input_tokens))
+                .clone()
         };
         let mut resp = simple(StatusCode::OK, "application/json", bytes);
-        resp.headers_mut().insert("request-id", "req_mock".parse().unwrap_or_else(|_| unreachable!()));
+        resp.headers_mut().insert(
+            "request-id",
+            "req_mock".parse().unwrap_or_else(|_| unreachable!()),
+        );
         return Ok(resp);
     }
     let frames = sse_frames(input_tokens, events);
@@ -148,7 +163,11 @@ fn text_of_len(n: usize) -> String {
 
 /// A non-streamed Messages response of about `size` bytes (~1 KB when `size` is small).
 fn json_body(size: usize, input_tokens: usize) -> Bytes {
-    let text = if size > 700 { text_of_len(size - 400) } else { text_of_len(600) };
+    let text = if size > 700 {
+        text_of_len(size - 400)
+    } else {
+        text_of_len(600)
+    };
     let v = serde_json::json!({
         "id": "msg_01XFDUDYJgAACzvnptvVoYEL", "type": "message", "role": "assistant",
         "model": "claude-sonnet-4-5-20250929",
@@ -168,16 +187,28 @@ fn sse(event: &str, data: serde_json::Value) -> String {
 fn sse_frames(input_tokens: usize, events: usize) -> Vec<Bytes> {
     use serde_json::json;
     let mut out = Vec::with_capacity(events + 2);
-    let mut head = sse("message_start", json!({"type":"message_start","message":{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":input_tokens,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}}));
-    head.push_str(&sse("content_block_start", json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})));
+    let mut head = sse(
+        "message_start",
+        json!({"type":"message_start","message":{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":input_tokens,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}}),
+    );
+    head.push_str(&sse(
+        "content_block_start",
+        json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+    ));
     head.push_str(&sse("ping", json!({"type":"ping"})));
     out.push(Bytes::from(head));
     let words: Vec<&str> = LOREM.split(' ').filter(|w| !w.is_empty()).collect();
     for i in 0..events {
         let w = format!("{} ", words[i % words.len()]);
-        out.push(Bytes::from(sse("content_block_delta", json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":w}}))));
+        out.push(Bytes::from(sse(
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":w}}),
+        )));
     }
-    let mut tail = sse("content_block_stop", json!({"type":"content_block_stop","index":0}));
+    let mut tail = sse(
+        "content_block_stop",
+        json!({"type":"content_block_stop","index":0}),
+    );
     tail.push_str(&sse("message_delta", json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens": events + 1}})));
     tail.push_str(&sse("message_stop", json!({"type":"message_stop"})));
     out.push(Bytes::from(tail));
