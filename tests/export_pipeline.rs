@@ -85,6 +85,7 @@ fn exchange(id: u64) -> Exchange {
         time_to_first_chunk: Some(Duration::from_millis(210)),
         duration: Duration::from_millis(900),
         outcome: Outcome::Complete,
+        request_facts: None,
         response_facts: None,
     }
 }

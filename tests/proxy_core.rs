@@ -543,3 +543,28 @@ async fn shutdown_lets_in_flight_exchanges_finish() {
     assert!(TcpStream::connect(proxy.addr).await.is_err());
     let _ = up.state.requests.load(Ordering::SeqCst);
 }
+
+#[tokio::test]
+async fn request_facts_come_from_the_whole_body_not_the_captured_part() {
+    let (_ca, up, proxy) = llm_setup().await;
+    let prompt = "p".repeat(2 * 1024 * 1024);
+    let body = format!(
+        r#"{{"max_tokens":5,"messages":[{{"role":"user","content":"{prompt}"}}],"model":"claude-haiku-4-5"}}"#
+    );
+    let res = proxy
+        .client()
+        .post(llm_url(&up, "/v1/messages"))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.text().await.unwrap();
+    let ex = proxy.records.next().await;
+    assert!(ex.request_body.truncated);
+    assert_eq!(ex.request_body.total_len, body.len() as u64);
+    let facts = ex.request_facts.unwrap();
+    assert_eq!(facts.model.as_deref(), Some("claude-haiku-4-5"));
+    assert_eq!(facts.max_tokens, Some(5));
+}

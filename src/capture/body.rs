@@ -155,6 +155,8 @@ impl Drop for CaptureBuf {
 #[derive(Debug)]
 pub struct RequestTap {
     pub capture: CaptureBuf,
+    /// Sees every request byte, so the model is found past the capture cap.
+    pub parser: Option<sync_wrapper::SyncWrapper<crate::providers::RequestParser>>,
     /// The client's body broke off (the client went away mid-upload).
     pub client_error: bool,
 }
@@ -280,6 +282,9 @@ fn on_data(tap: &mut Tap, data: &Bytes) {
         Tap::Request(t) => {
             if let Ok(mut t) = t.lock() {
                 t.capture.push(data);
+                if let Some(p) = t.parser.as_mut() {
+                    p.get_mut().feed(data);
+                }
             }
         }
         Tap::Response(t) => t.on_data(data),
@@ -355,6 +360,7 @@ mod tests {
             time_to_first_chunk: None,
             duration: Default::default(),
             outcome: Outcome::Complete,
+            request_facts: None,
             response_facts: None,
         }
     }
@@ -363,6 +369,7 @@ mod tests {
         let budget = CaptureBudget::new(1 << 20);
         let req = Arc::new(Mutex::new(RequestTap {
             capture: CaptureBuf::new(cap, Arc::clone(&budget)),
+            parser: None,
             client_error: false,
         }));
         let sink_dyn: Arc<dyn ExchangeSink> = sink.clone();

@@ -127,6 +127,7 @@ impl ExchangeInProgress {
         record.duration = self.started.elapsed();
         if let Ok(mut tap) = self.request_tap.lock() {
             record.request_body = tap.capture.take(self.request_encoding.take());
+            record.request_facts = tap.parser.take().map(|p| p.into_inner().finish());
         }
         record.response_body = response_body;
         record.response_facts = facts;

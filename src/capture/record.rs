@@ -4,7 +4,7 @@ use bytes::Bytes;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use crate::providers::ResponseFacts;
+use crate::providers::{RequestFacts, ResponseFacts};
 
 /// How an exchange ended; exactly one per exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +77,8 @@ pub struct Exchange {
     /// Time from request start to the end of the exchange.
     pub duration: Duration,
     pub outcome: Outcome,
+    /// What the incremental request parser found over the whole request body (not only the captured part).
+    pub request_facts: Option<RequestFacts>,
     /// What the incremental response parser found (the whole body, not only the captured part).
     pub response_facts: Option<ResponseFacts>,
 }

@@ -146,9 +146,11 @@ pub struct RecordContext<'a> {
 pub fn build_record(exchange: &Exchange, ctx: &RecordContext<'_>) -> LogRecordData {
     let shape = ApiShape::from_path(&exchange.path);
     let request = LoggedBody::decode(&exchange.request_body, ctx);
-    let request_facts = match &request.decoded {
-        Some(bytes) => providers::parse_request(shape, &exchange.path, bytes),
-        None => RequestFacts::default(),
+    // The proxy parsed the whole request as it passed; the captured copy is the fallback.
+    let request_facts = match (&exchange.request_facts, &request.decoded) {
+        (Some(facts), _) => facts.clone(),
+        (None, Some(bytes)) => providers::parse_request(shape, &exchange.path, bytes),
+        (None, None) => RequestFacts::default(),
     };
     let response = LoggedBody::decode(&exchange.response_body, ctx);
     let mut attrs = Attrs::default();

@@ -52,6 +52,7 @@ fn anthropic_exchange() -> Exchange {
         time_to_first_chunk: Some(Duration::from_millis(350)),
         duration: Duration::from_millis(1500),
         outcome: Outcome::Complete,
+        request_facts: None,
         response_facts: Some(ResponseFacts {
             model: Some("claude-sonnet-4-5-20250929".into()),
             id: Some("msg_1".into()),

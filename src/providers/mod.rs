@@ -132,45 +132,101 @@ fn strip_query(path: &str) -> &str {
 
 /// Parse a request body (already decoded, may be truncated JSON → best effort, never panic).
 pub fn parse_request(shape: ApiShape, path: &str, body: &[u8]) -> RequestFacts {
-    if shape == ApiShape::Unknown {
-        return RequestFacts::default();
+    let mut parser = RequestParser::new(shape, path, None);
+    parser.feed(body);
+    parser.finish()
+}
+
+/// Incremental request parser, fed every request body chunk as forwarded (compressed or not),
+/// so the model is found even when it comes after a prompt longer than the capture cap.
+pub struct RequestParser {
+    shape: ApiShape,
+    path: String,
+    skim: JsonSkim,
+    picker: RequestPicker,
+    decoder: Option<StreamDecoder>,
+    broken: bool,
+}
+
+impl RequestParser {
+    pub fn new(shape: ApiShape, path: &str, content_encoding: Option<&str>) -> RequestParser {
+        let decoder = match content_encoding.map(str::trim) {
+            None | Some("") | Some("identity") => None,
+            Some(enc) => StreamDecoder::new(Some(enc)).ok(),
+        };
+        // An encoding we cannot decode: the body is opaque, facts stay unknown.
+        let broken = content_encoding
+            .is_some_and(|e| !e.trim().is_empty() && e.trim() != "identity")
+            && decoder.is_none();
+        RequestParser {
+            shape,
+            path: path.to_string(),
+            skim: JsonSkim::new(),
+            picker: RequestPicker::default(),
+            decoder,
+            broken,
+        }
     }
-    let mut picker = RequestPicker::default();
-    let mut skim = JsonSkim::new();
-    skim.feed(body, &mut picker);
-    skim.end(&mut picker);
-    let f = picker;
-    // A field the whole body lacks has its API default; in a cut body it may simply be past the cut.
-    let whole = skim.is_done();
-    let stream = f
-        .stream
-        .or((whole && shape != ApiShape::OpenAiEmbeddings).then_some(false));
-    match shape {
-        ApiShape::GeminiGenerate => RequestFacts {
-            model: gemini::model_from_path(path),
-            stream: Some(strip_query(path).ends_with(":streamGenerateContent")),
-            max_tokens: f.gemini_max,
-        },
-        ApiShape::OpenAiChat => RequestFacts {
-            model: f.model,
-            stream,
-            max_tokens: f.max_completion_tokens.or(f.max_tokens),
-        },
-        ApiShape::OpenAiResponses => RequestFacts {
-            model: f.model,
-            stream,
-            max_tokens: f.max_output_tokens,
-        },
-        ApiShape::OpenAiEmbeddings => RequestFacts {
-            model: f.model,
-            stream: f.stream,
-            max_tokens: None,
-        },
-        _ => RequestFacts {
-            model: f.model,
-            stream,
-            max_tokens: f.max_tokens,
-        },
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.broken || self.shape == ApiShape::Unknown {
+            return;
+        }
+        let (skim, picker) = (&mut self.skim, &mut self.picker);
+        match self.decoder.as_mut() {
+            None => skim.feed(chunk, picker),
+            Some(decoder) => {
+                let result = decoder.push_with(chunk, &mut |piece| {
+                    skim.feed(piece, picker);
+                    true
+                });
+                if result.is_err() {
+                    self.broken = true;
+                }
+            }
+        }
+    }
+
+    pub fn finish(mut self) -> RequestFacts {
+        let shape = self.shape;
+        if shape == ApiShape::Unknown {
+            return RequestFacts::default();
+        }
+        self.skim.end(&mut self.picker);
+        let f = self.picker;
+        let path = self.path.as_str();
+        // A field the whole body lacks has its API default; in a cut body it may simply be past the cut.
+        let whole = self.skim.is_done() && !self.broken;
+        let stream = f
+            .stream
+            .or((whole && shape != ApiShape::OpenAiEmbeddings).then_some(false));
+        match shape {
+            ApiShape::GeminiGenerate => RequestFacts {
+                model: gemini::model_from_path(path),
+                stream: Some(strip_query(path).ends_with(":streamGenerateContent")),
+                max_tokens: f.gemini_max,
+            },
+            ApiShape::OpenAiChat => RequestFacts {
+                model: f.model,
+                stream,
+                max_tokens: f.max_completion_tokens.or(f.max_tokens),
+            },
+            ApiShape::OpenAiResponses => RequestFacts {
+                model: f.model,
+                stream,
+                max_tokens: f.max_output_tokens,
+            },
+            ApiShape::OpenAiEmbeddings => RequestFacts {
+                model: f.model,
+                stream: f.stream,
+                max_tokens: None,
+            },
+            _ => RequestFacts {
+                model: f.model,
+                stream,
+                max_tokens: f.max_tokens,
+            },
+        }
     }
 }
 
@@ -1188,5 +1244,70 @@ pub(crate) mod tests {
                 let _ = decode::decode_body(Some(enc), cut, 1 << 20);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod request_parser_tests {
+    use super::*;
+    use std::io::Write;
+
+    fn big_prompt_model_last() -> Vec<u8> {
+        let prompt = "x".repeat(3 * 1024 * 1024);
+        format!(
+            r#"{{"max_tokens":64,"messages":[{{"role":"user","content":"{prompt}"}}],"model":"claude-opus-4-1","stream":true}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn model_after_a_long_prompt_is_found_in_any_chunking() {
+        let body = big_prompt_model_last();
+        for chunk in [1usize << 20, 65_536, 7_777] {
+            let mut p = RequestParser::new(ApiShape::AnthropicMessages, "/v1/messages", None);
+            for piece in body.chunks(chunk) {
+                p.feed(piece);
+            }
+            let facts = p.finish();
+            assert_eq!(
+                facts.model.as_deref(),
+                Some("claude-opus-4-1"),
+                "chunk {chunk}"
+            );
+            assert_eq!(facts.stream, Some(true));
+            assert_eq!(facts.max_tokens, Some(64));
+        }
+    }
+
+    #[test]
+    fn gzip_request_bodies_are_decoded_on_the_copy() {
+        let body = big_prompt_model_last();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&body).unwrap();
+        let gz = gz.finish().unwrap();
+        let mut p = RequestParser::new(ApiShape::AnthropicMessages, "/v1/messages", Some("gzip"));
+        for piece in gz.chunks(1000) {
+            p.feed(piece);
+        }
+        assert_eq!(p.finish().model.as_deref(), Some("claude-opus-4-1"));
+    }
+
+    #[test]
+    fn unknown_encodings_and_garbage_give_unknown_facts() {
+        let mut p =
+            RequestParser::new(ApiShape::OpenAiChat, "/v1/chat/completions", Some("snappy"));
+        p.feed(br#"{"model":"gpt"}"#);
+        assert_eq!(p.finish(), RequestFacts::default());
+        let mut p = RequestParser::new(ApiShape::OpenAiChat, "/v1/chat/completions", None);
+        p.feed(b"\x00\xff{{{]]]");
+        assert_eq!(p.finish().model, None);
+        let facts = parse_request(
+            ApiShape::GeminiGenerate,
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            br#"{"generationConfig":{"maxOutputTokens":77}}"#,
+        );
+        assert_eq!(facts.model.as_deref(), Some("gemini-2.5-flash"));
+        assert_eq!(facts.stream, Some(true));
+        assert_eq!(facts.max_tokens, Some(77));
     }
 }

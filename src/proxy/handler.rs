@@ -14,7 +14,7 @@ use crate::capture::{
     CaptureBuf, Exchange, ExchangeInProgress, Outcome, RequestTap, ResponseTap, TapBody,
 };
 use crate::health::HEALTH_PATH;
-use crate::providers::{ApiShape, ResponseParser};
+use crate::providers::{ApiShape, RequestParser, ResponseParser};
 
 /// Cloned by hudsucker for every request: per-call state lives in the fields.
 pub struct LlmtapHandler {
@@ -97,6 +97,13 @@ impl LlmtapHandler {
                 self.shared.config.max_body_size,
                 Arc::clone(&self.shared.budget),
             ),
+            parser: (self.shape != ApiShape::Unknown).then(|| {
+                sync_wrapper::SyncWrapper::new(RequestParser::new(
+                    self.shape,
+                    &record_path_and_query(&parts),
+                    header_str(&parts.headers, CONTENT_ENCODING).as_deref(),
+                ))
+            }),
             client_error: false,
         }));
         self.exchange = Some(ExchangeInProgress::start(
@@ -259,8 +266,16 @@ fn request_record(ctx: &HttpContext, parts: &http::request::Parts) -> Exchange {
         time_to_first_chunk: None,
         duration: Default::default(),
         outcome: Outcome::Complete,
+        request_facts: None,
         response_facts: None,
     }
+}
+
+fn record_path_and_query(parts: &http::request::Parts) -> String {
+    parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string())
 }
 
 fn version_name(v: http::Version) -> &'static str {

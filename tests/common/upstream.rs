@@ -274,7 +274,11 @@ async fn route(
         return Ok(serve_canned(&st, req, canned).await);
     }
     let res = match path.as_str() {
-        "/v1/messages" | "/json" => full(200, "application/json", ANTHROPIC_JSON),
+        "/v1/messages" | "/json" => {
+            // Like a real provider: read the whole request before answering.
+            let _ = req.into_body().collect().await;
+            full(200, "application/json", ANTHROPIC_JSON)
+        }
         "/sse" => sse(&st, &req),
         "/big" => big(query_param(&req, "bytes").unwrap_or(1 << 20)),
         "/upload" => return Ok(upload(st, req).await),

@@ -1,4 +1,5 @@
-"""Fixtures: the provider mock and the real llmtap binary pinned to it, both on loopback.
+"""Fixtures: the provider mock, the real llmtap binary pinned to it (both on loopback), and
+`agent_env`, which sets the process environment the way an agent behind llmtap has it.
 
 llmtap: LLMTAP_BIN, default ../../target/debug/llmtap (relative to this folder); build it with
 `cargo build --bin llmtap`. It runs on its default LLM hosts (api.anthropic.com, api.openai.com),
@@ -11,13 +12,15 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -135,3 +138,52 @@ def llmtap(mock: ProviderMock, tmp_path_factory: pytest.TempPathFactory) -> Iter
     proc = Llmtap(mock, tmp_path_factory.mktemp("llmtap-ca"))
     yield proc
     proc.stop()
+
+
+PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY")
+CA_VARS = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+ENV_CONFIG = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL",
+              "OPENAI_ORG_ID", "OPENAI_PROJECT_ID")
+SYSTEM_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem")
+
+
+def system_roots() -> str:
+    """The platform's CA bundle as PEM text ('' when there is none)."""
+    for path in (ssl.get_default_verify_paths().openssl_cafile, *SYSTEM_BUNDLES):
+        if path and Path(path).is_file():
+            return Path(path).read_text()
+    return ""
+
+
+@pytest.fixture
+def agent_env(monkeypatch: pytest.MonkeyPatch, llmtap: Llmtap, tmp_path: Path) -> Callable[..., None]:
+    """Sets the process environment as an agent behind llmtap has it; ``trust`` picks the CA setup."""
+
+    def apply(trust: str = "bundle") -> None:
+        for name in (*PROXY_VARS, *CA_VARS, *ENV_CONFIG):
+            monkeypatch.delenv(name, raising=False)
+            monkeypatch.delenv(name.lower(), raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", llmtap.proxy_url)
+        # Loopback control traffic (none in these tests, but a user's health checks) stays direct.
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        if trust == "bundle":  # what certs/README.md tells users: system roots + llmtap's CA
+            bundle = tmp_path / "bundle.pem"
+            bundle.write_text(system_roots() + "\n" + llmtap.ca_pem.read_text())
+            monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+        elif trust == "ca-only":
+            monkeypatch.setenv("SSL_CERT_FILE", str(llmtap.ca_pem))
+        elif trust == "cert-dir":  # an OpenSSL hashed directory holding llmtap's CA
+            cert_dir = tmp_path / "certs"
+            cert_dir.mkdir()
+            digest = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", str(llmtap.ca_pem)],
+                                    check=True, capture_output=True, text=True, timeout=20).stdout.strip()
+            shutil.copy(llmtap.ca_pem, cert_dir / f"{digest}.0")
+            monkeypatch.setenv("SSL_CERT_DIR", str(cert_dir))
+        elif trust == "system":  # the system roots only: llmtap's CA is not trusted
+            bundle = tmp_path / "system.pem"
+            bundle.write_text(system_roots())
+            monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+        else:
+            raise ValueError(trust)
+
+    return apply

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import shutil
 import ssl
-import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import anthropic
@@ -41,55 +38,6 @@ TOKEN_ATTRS = (
     "gen_ai.usage.cache_creation.input_tokens",
     "gen_ai.usage.reasoning.output_tokens",
 )
-PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY")
-CA_VARS = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
-ENV_CONFIG = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL",
-              "OPENAI_ORG_ID", "OPENAI_PROJECT_ID")
-SYSTEM_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem")
-
-
-def system_roots() -> str:
-    """The platform's CA bundle as PEM text ('' when there is none)."""
-    for path in (ssl.get_default_verify_paths().openssl_cafile, *SYSTEM_BUNDLES):
-        if path and Path(path).is_file():
-            return Path(path).read_text()
-    return ""
-
-
-@pytest.fixture
-def agent_env(monkeypatch: pytest.MonkeyPatch, llmtap: Llmtap, tmp_path: Path) -> Callable[..., None]:
-    """Sets the process environment as an agent behind llmtap has it; ``trust`` picks the CA setup."""
-
-    def apply(trust: str = "bundle") -> None:
-        for name in (*PROXY_VARS, *CA_VARS, *ENV_CONFIG):
-            monkeypatch.delenv(name, raising=False)
-            monkeypatch.delenv(name.lower(), raising=False)
-        monkeypatch.setenv("HTTPS_PROXY", llmtap.proxy_url)
-        # Loopback control traffic (none in these tests, but a user's health checks) stays direct.
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-        if trust == "bundle":  # what certs/README.md tells users: system roots + llmtap's CA
-            bundle = tmp_path / "bundle.pem"
-            bundle.write_text(system_roots() + "\n" + llmtap.ca_pem.read_text())
-            monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
-        elif trust == "ca-only":
-            monkeypatch.setenv("SSL_CERT_FILE", str(llmtap.ca_pem))
-        elif trust == "cert-dir":  # an OpenSSL hashed directory holding llmtap's CA
-            cert_dir = tmp_path / "certs"
-            cert_dir.mkdir()
-            digest = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", str(llmtap.ca_pem)],
-                                    check=True, capture_output=True, text=True, timeout=20).stdout.strip()
-            shutil.copy(llmtap.ca_pem, cert_dir / f"{digest}.0")
-            monkeypatch.setenv("SSL_CERT_DIR", str(cert_dir))
-        elif trust == "system":  # the system roots only: llmtap's CA is not trusted
-            bundle = tmp_path / "system.pem"
-            bundle.write_text(system_roots())
-            monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
-        else:
-            raise ValueError(trust)
-
-    return apply
-
-
 def anthropic_kwargs(mock: ProviderMock) -> dict[str, Any]:
     return {"api_key": ANTHROPIC_KEY, "base_url": f"https://{ANTHROPIC_HOST}:{mock.port}", "max_retries": 0, "timeout": 20}
 
@@ -380,6 +328,48 @@ def test_two_calls_on_one_client(mock: ProviderMock, llmtap: Llmtap, agent_env: 
     for source, usage in (("response", USAGE["anthropic_json"]), ("stream", USAGE["anthropic_stream_delta"])):
         for key, value in _anthropic_tokens(usage).items():
             assert by_source[source].get(key) == value, (source, key)
+
+
+def test_client_stops_reading_a_stream(mock: ProviderMock, llmtap: Llmtap, agent_env: Callable[..., None]) -> None:
+    """The agent breaks out of a stream after the first event: the record says so (client_aborted,
+    usage stream_cut_short with what had arrived), and llmtap keeps serving."""
+    agent_env("bundle")
+    probe = new_probe()
+    with anthropic.Anthropic(**anthropic_kwargs(mock)) as client:
+        with client.messages.stream(model=ANTHROPIC_MODEL, max_tokens=64,
+                                    messages=[{"role": "user", "content": f"ping {probe}"}]) as stream:
+            first = next(iter(stream))
+    assert first.type == "message_start"
+    mock.release(probe)
+    attrs = llmtap.wait_for_records(probe)[0]["attributes"]
+    assert attrs["llmtap.outcome"] == "client_aborted"
+    assert attrs["llmtap.usage.source"] == "stream_cut_short"
+    start = USAGE["anthropic_stream_start"]
+    assert attrs["gen_ai.request.model"] == ANTHROPIC_MODEL
+    assert attrs.get("gen_ai.usage.input_tokens") == (
+        start["input_tokens"] + start["cache_read_input_tokens"] + start["cache_creation_input_tokens"])
+    result, _, _ = run_case(CASES[0], mock, llmtap)
+    assert result["text"] == JSON_TEXT
+
+
+def test_request_model_of_a_prompt_over_the_capture_cap(mock: ProviderMock, llmtap: Llmtap,
+                                                         agent_env: Callable[..., None]) -> None:
+    agent_env("bundle")
+    probe = new_probe()
+    mock.release(probe)
+    big = "x" * (1100 * 1024)  # over the 1 MiB default --max-body-size: agents with images or long contexts
+    with anthropic.Anthropic(**anthropic_kwargs(mock)) as client:
+        with client.messages.stream(model=ANTHROPIC_MODEL, max_tokens=64,
+                                    messages=[{"role": "user", "content": f"ping {probe} {big}"}]) as stream:
+            msg = stream.get_final_message()
+    assert msg.content[0].text == STREAM_TEXT
+    [record] = llmtap.wait_for_records(probe)
+    attrs = record["attributes"]
+    assert attrs["llmtap.request.body.truncated"] is True
+    assert attrs["llmtap.usage.source"] == "stream"
+    assert attrs["gen_ai.usage.output_tokens"] == USAGE["anthropic_stream_delta"]["output_tokens"]
+    assert attrs.get("gen_ai.request.model") == ANTHROPIC_MODEL
+    assert attrs.get("gen_ai.request.stream") is True
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,164 @@
+'use strict';
+// An agent made of the official SDKs, unchanged: `node --require proxy-bootstrap.cjs sdk-client.cjs
+// SCENARIO ARGS_JSON`. ARGS_JSON: { baseURL, apiKey, model, probe, includeUsage }.
+// Prints JSON lines: `{"first":true,...}` as soon as a stream yields its first event (the test then
+// lets the mock send the rest), and a last line `{"ok":true,...}` or `{"ok":false,code,message}`.
+
+const Anthropic = require('@anthropic-ai/sdk');
+const OpenAI = require('openai');
+
+const [scenario, rawArgs] = process.argv.slice(2);
+const args = JSON.parse(rawArgs || '{}');
+const prompt = `ping ${args.probe}`;
+
+function emit(obj) {
+  process.stdout.write(`${JSON.stringify(obj)}\n`);
+}
+
+function anthropic() {
+  const Client = Anthropic.Anthropic || Anthropic.default || Anthropic;
+  return new Client({ apiKey: args.apiKey, baseURL: args.baseURL, maxRetries: 0, timeout: 20_000 });
+}
+
+function openai() {
+  const Client = OpenAI.OpenAI || OpenAI.default || OpenAI;
+  return new Client({ apiKey: args.apiKey, baseURL: args.baseURL, maxRetries: 0, timeout: 20_000 });
+}
+
+/** Iterates an SDK stream, announcing the first event; returns the events. */
+async function drain(stream, describe) {
+  const events = [];
+  for await (const event of stream) {
+    if (events.length === 0) emit({ first: true, event: describe(event) });
+    events.push(event);
+  }
+  return events;
+}
+
+const scenarios = {
+  async 'anthropic.json'() {
+    const msg = await anthropic().messages.create({
+      model: args.model, max_tokens: 64, messages: [{ role: 'user', content: prompt }],
+    });
+    return { id: msg.id, model: msg.model, text: msg.content.map((c) => c.text).join(''), usage: msg.usage, stopReason: msg.stop_reason };
+  },
+
+  async 'anthropic.stream'() {
+    const stream = await anthropic().messages.create({
+      model: args.model, max_tokens: 64, stream: true, messages: [{ role: 'user', content: prompt }],
+    });
+    const events = await drain(stream, (e) => e.type);
+    let text = '';
+    let usage = null;
+    let id = null;
+    let model = null;
+    for (const e of events) {
+      if (e.type === 'message_start') ({ id, model } = e.message);
+      if (e.type === 'content_block_delta' && e.delta.type === 'text_delta') text += e.delta.text;
+      if (e.type === 'message_delta') usage = e.usage;
+    }
+    return { id, model, text, usage, types: events.map((e) => e.type) };
+  },
+
+  // The SDK's own stream helper, which accumulates the message (and its usage) itself.
+  async 'anthropic.stream-helper'() {
+    const stream = anthropic().messages.stream({
+      model: args.model, max_tokens: 64, messages: [{ role: 'user', content: prompt }],
+    });
+    const events = await drain(stream, (e) => e.type);
+    const msg = await stream.finalMessage();
+    return { id: msg.id, model: msg.model, text: msg.content.map((c) => c.text).join(''), usage: msg.usage, types: events.map((e) => e.type) };
+  },
+
+  // The agent stops reading after the first event (breaks out of the loop: the SDK aborts the request).
+  async 'anthropic.stream-abort'() {
+    const stream = await anthropic().messages.create({
+      model: args.model, max_tokens: 64, stream: true, messages: [{ role: 'user', content: prompt }],
+    });
+    let first = null;
+    for await (const event of stream) {
+      first = event.type;
+      break;
+    }
+    return { first };
+  },
+
+  async 'openai.chat.json'() {
+    const c = await openai().chat.completions.create({
+      model: args.model, max_completion_tokens: 64, messages: [{ role: 'user', content: prompt }],
+    });
+    return { id: c.id, model: c.model, text: c.choices[0].message.content, usage: c.usage, finish: c.choices[0].finish_reason };
+  },
+
+  async 'openai.chat.stream'() {
+    const request = { model: args.model, max_completion_tokens: 64, stream: true, messages: [{ role: 'user', content: prompt }] };
+    if (args.includeUsage) request.stream_options = { include_usage: true };
+    const stream = await openai().chat.completions.create(request);
+    const chunks = await drain(stream, (c) => c.object);
+    let text = '';
+    let usage = null;
+    for (const c of chunks) {
+      for (const choice of c.choices) text += choice.delta.content || '';
+      if (c.usage) usage = c.usage;
+    }
+    return { id: chunks[0] && chunks[0].id, model: chunks[0] && chunks[0].model, text, usage, chunks: chunks.length };
+  },
+
+  // One client, two calls (JSON, then a stream with usage) over its kept-alive connection.
+  async 'openai.chat.twice'() {
+    const client = openai();
+    const messages = [{ role: 'user', content: prompt }];
+    const first = await client.chat.completions.create({ model: args.model, messages });
+    const stream = await client.chat.completions.create({ model: args.model, messages, stream: true, stream_options: { include_usage: true } });
+    let text = '';
+    let usage = null;
+    for await (const c of stream) {
+      for (const choice of c.choices) text += choice.delta.content || '';
+      if (c.usage) usage = c.usage;
+    }
+    return { calls: [{ id: first.id, text: first.choices[0].message.content, usage: first.usage }, { text, usage }] };
+  },
+
+  async 'openai.responses.json'() {
+    const r = await openai().responses.create({ model: args.model, max_output_tokens: 64, input: prompt });
+    return { id: r.id, model: r.model, text: r.output_text, usage: r.usage, status: r.status };
+  },
+
+  async 'openai.responses.stream'() {
+    const stream = await openai().responses.create({ model: args.model, max_output_tokens: 64, input: prompt, stream: true });
+    const events = await drain(stream, (e) => e.type);
+    let text = '';
+    let completed = null;
+    for (const e of events) {
+      if (e.type === 'response.output_text.delta') text += e.delta;
+      if (e.type === 'response.completed') completed = e.response;
+    }
+    return {
+      id: completed && completed.id, model: completed && completed.model, text,
+      usage: completed && completed.usage, types: events.map((e) => e.type),
+    };
+  },
+};
+
+async function main() {
+  const run = scenarios[scenario];
+  if (!run) throw new Error(`unknown scenario ${scenario}`);
+  return run();
+}
+
+main().then(
+  (result) => {
+    emit({ ok: true, scenario, ...result });
+    process.exit(0);
+  },
+  (err) => {
+    const cause = err && err.cause;
+    emit({
+      ok: false,
+      scenario,
+      code: (cause && cause.code) || err.code || err.status || '',
+      message: `${err.name}: ${err.message}${cause ? ` <- ${cause.message}` : ''}`,
+    });
+    process.exit(1);
+  },
+);
