@@ -143,6 +143,7 @@ impl ExportConfig {
             request_timeout: timeout(&get, &mut problems),
             ..RetryConfig::default()
         };
+        let batch = batch(&get, &mut problems);
         if flags.max_record_bytes < MIN_MAX_RECORD_BYTES {
             problems.push(format!(
                 "--max-record-bytes {} is below the minimum {MIN_MAX_RECORD_BYTES}",
@@ -159,13 +160,35 @@ impl ExportConfig {
             destination,
             resource,
             queue_capacity: flags.queue_capacity,
-            batch: BatchConfig::default(),
+            batch,
             retry,
             max_record_bytes: flags.max_record_bytes,
             body_decode_limit: flags.max_record_bytes + flags.max_record_bytes / 4,
             tls: None,
         })
     }
+}
+
+/// The standard batch knobs: `OTEL_BLRP_SCHEDULE_DELAY` (ms) and `OTEL_BLRP_MAX_EXPORT_BATCH_SIZE`.
+fn batch(get: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> BatchConfig {
+    let mut batch = BatchConfig::default();
+    if let Some(raw) = get("OTEL_BLRP_SCHEDULE_DELAY") {
+        match raw.parse::<u64>() {
+            Ok(ms) => batch.max_delay = Duration::from_millis(ms),
+            Err(_) => problems.push(format!(
+                "OTEL_BLRP_SCHEDULE_DELAY {raw:?} is not a number of milliseconds"
+            )),
+        }
+    }
+    if let Some(raw) = get("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE") {
+        match raw.parse::<usize>() {
+            Ok(n) if n > 0 => batch.max_records = n,
+            _ => problems.push(format!(
+                "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE {raw:?} is not a positive number"
+            )),
+        }
+    }
+    batch
 }
 
 fn destination(get: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> Destination {
