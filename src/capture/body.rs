@@ -117,6 +117,11 @@ impl CaptureBuf {
             self.cap = self.bytes.len();
             return;
         }
+        // Grow to what is needed, never past the cap: doubling would hold up to 2× the cap.
+        let want = (self.bytes.len() + take).max(self.bytes.capacity().saturating_mul(2));
+        let target = want.min(self.cap);
+        self.bytes
+            .reserve_exact(target.saturating_sub(self.bytes.len()));
         self.bytes.extend_from_slice(&data[..take]);
     }
 
@@ -126,7 +131,8 @@ impl CaptureBuf {
 
     /// Hands the captured bytes over (the budget lease moves with them).
     pub fn take(&mut self, content_encoding: Option<String>) -> CapturedBody {
-        let bytes = std::mem::take(&mut self.bytes);
+        let mut bytes = std::mem::take(&mut self.bytes);
+        bytes.shrink_to_fit();
         let truncated = self.truncated || (bytes.len() as u64) < self.total;
         let bytes = if bytes.is_empty() {
             Bytes::new()

@@ -197,12 +197,10 @@ pub async fn start(
         .https_or_http()
         .enable_http1()
         .wrap_connector(PinnedConnector::new(Arc::clone(&pins)));
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ProxyError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = bind(config.listen).map_err(|source| ProxyError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let local_addr = listener.local_addr().map_err(|source| ProxyError::Bind {
         addr: config.listen,
         source,
@@ -237,6 +235,21 @@ pub async fn start(
         stop: Some(stop),
         task,
     })
+}
+
+/// Binds with TCP_NODELAY set on the listening socket: Linux hands it on to every accepted
+/// socket, and hudsucker's accept loop does not set it. Without it Nagle + delayed ACK stall
+/// small writes (an SSE event, a TLS handshake flight) by ~40 ms.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 fn client_builder() -> hyper_util::client::legacy::Builder {
