@@ -511,8 +511,8 @@ fn fit_bodies(
     let request_len = escaped_len(&request.text);
     let response_len = escaped_len(&response.text);
     let (request_budget, response_budget) = share(budget, request_len, response_len);
-    let request_text = cut_escaped(&request.text, request_budget);
-    let response_text = cut_escaped(&response.text, response_budget);
+    let request_text = cut_fitting(&request.text, request_len, request_budget);
+    let response_text = cut_fitting(&response.text, response_len, response_budget);
     let request_trimmed = request_text.len() < request.text.len();
     let response_trimmed = response_text.len() < response.text.len();
     let body = render(
@@ -547,6 +547,15 @@ fn render(
     serde_json::to_string(&doc).unwrap_or_else(|_| "{}".to_owned())
 }
 
+/// `s` whole when its escaped length (already known) fits, else cut to the budget.
+fn cut_fitting(s: &str, escaped: usize, budget: usize) -> &str {
+    if escaped <= budget {
+        s
+    } else {
+        cut_escaped(s, budget)
+    }
+}
+
 /// Splits `budget` between two lengths: each gets half, and what one leaves unused goes to the other.
 fn share(budget: usize, a: usize, b: usize) -> (usize, usize) {
     if a + b <= budget {
@@ -563,8 +572,17 @@ fn share(budget: usize, a: usize, b: usize) -> (usize, usize) {
 }
 
 /// Bytes `s` takes inside a JSON string, exactly as serde_json escapes it.
+/// Byte-wise: only ASCII bytes are ever escaped, and a UTF-8 sequence counts its own length.
 fn escaped_len(s: &str) -> usize {
-    s.chars().map(escaped_char_len).sum()
+    s.bytes().map(escaped_byte_len).sum()
+}
+
+fn escaped_byte_len(b: u8) -> usize {
+    match b {
+        b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+        b if b < 0x20 => 6,
+        _ => 1,
+    }
 }
 
 fn escaped_char_len(c: char) -> usize {
@@ -577,6 +595,10 @@ fn escaped_char_len(c: char) -> usize {
 
 /// Longest prefix of `s`, cut on a char boundary, whose JSON-escaped size is ≤ `budget`.
 fn cut_escaped(s: &str, budget: usize) -> &str {
+    // Escaping never shrinks text: a body no longer than the budget in escaped form needs no walk.
+    if s.len() <= budget && escaped_len(s) <= budget {
+        return s;
+    }
     let mut used = 0;
     for (at, c) in s.char_indices() {
         used += escaped_char_len(c);
