@@ -568,3 +568,39 @@ async fn request_facts_come_from_the_whole_body_not_the_captured_part() {
     assert_eq!(facts.model.as_deref(), Some("claude-haiku-4-5"));
     assert_eq!(facts.max_tokens, Some(5));
 }
+
+#[tokio::test]
+async fn http2_requests_must_address_the_connect_target() {
+    let (_ca, up, proxy) = llm_setup().await;
+    let tls = connect_tls(&proxy, LLM_HOST, up.port(), &["h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut send = |authority: String| {
+        let req = http::Request::builder()
+            .uri(format!("https://{authority}/json"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        sender.send_request(req)
+    };
+    // Another host through this tunnel's connection: refused, never forwarded.
+    let res = timeout(STEP, send(format!("127.0.0.1:{}", up.port())))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(res.status(), 421);
+    let before = up.state.requests.load(Ordering::SeqCst);
+    assert_eq!(before, 0, "the upstream must not see a misdirected request");
+    // The CONNECT target itself works on the same connection.
+    let res = timeout(STEP, send(format!("{LLM_HOST}:{}", up.port())))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    proxy.records.next().await;
+}

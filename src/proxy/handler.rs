@@ -21,11 +21,17 @@ pub struct LlmtapHandler {
     shared: Arc<Shared>,
     exchange: Option<ExchangeInProgress>,
     shape: ApiShape,
+    /// Inside an intercepted tunnel: the CONNECT target (host, port) every request must address.
+    tunnel_target: Option<(String, u16)>,
 }
 
 impl Clone for LlmtapHandler {
     fn clone(&self) -> Self {
-        LlmtapHandler::new(Arc::clone(&self.shared))
+        // hudsucker clones the CONNECT's handler for each request inside the tunnel.
+        LlmtapHandler {
+            tunnel_target: self.tunnel_target.clone(),
+            ..LlmtapHandler::new(Arc::clone(&self.shared))
+        }
     }
 }
 
@@ -35,6 +41,7 @@ impl LlmtapHandler {
             shared,
             exchange: None,
             shape: ApiShape::Unknown,
+            tunnel_target: None,
         }
     }
 
@@ -141,6 +148,22 @@ impl LlmtapHandler {
         }
     }
 
+    /// An HTTP/2 request inside a tunnel names its own `:authority`: it must be the CONNECT
+    /// target, or a client could reach any host through an LLM host's tunnel, unrecorded.
+    fn misdirected(&self, req: &Request<Body>) -> Option<String> {
+        let (host, port) = self.tunnel_target.as_ref()?;
+        let uri = req.uri();
+        let default_port = if uri.scheme_str() == Some("http") {
+            80
+        } else {
+            443
+        };
+        let req_host = crate::route::normalize_host(uri.host().unwrap_or_default());
+        let req_port = uri.port_u16().unwrap_or(default_port);
+        (req_host != *host || req_port != *port)
+            .then(|| format!("request for {req_host}:{req_port} inside a tunnel to {host}:{port}"))
+    }
+
     fn upstream_failed(&mut self, failure: UpstreamFailure) -> Response<Body> {
         if let Some(mut ex) = self.exchange.take() {
             let outcome = if ex.client_body_failed() {
@@ -166,6 +189,9 @@ impl HttpHandler for LlmtapHandler {
         let Some(host) = req.uri().host().map(str::to_string) else {
             return self.local(&req).into();
         };
+        if let Some(reason) = self.misdirected(&req) {
+            return text_response(StatusCode::MISDIRECTED_REQUEST, &reason).into();
+        }
         if hyper_tungstenite_like_upgrade(&req) {
             return self.pass_upgrade(ctx, req).await.into();
         }
@@ -211,8 +237,14 @@ impl HttpHandler for LlmtapHandler {
         self.upstream_failed(classify(&err))
     }
 
-    async fn should_intercept_connect(&mut self, _ctx: &HttpContext, _req: &Request<Body>) -> bool {
+    async fn should_intercept_connect(&mut self, _ctx: &HttpContext, req: &Request<Body>) -> bool {
         // Only LLM-host CONNECTs reach hudsucker; all others were tunnelled in handle_request.
+        self.tunnel_target = req.uri().authority().map(|a| {
+            (
+                crate::route::normalize_host(a.host()),
+                a.port_u16().unwrap_or(443),
+            )
+        });
         true
     }
 }
