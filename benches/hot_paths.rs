@@ -106,6 +106,10 @@ fn exchange(response: &str) -> Exchange {
             REQUEST.as_bytes(),
         )),
         response_facts: Some(parser.finish(true)),
+        client_name: Some("code-sandbox".into()),
+        client_profile: Some("code".into()),
+        provider: Some("anthropic".into()),
+        shape: ApiShape::AnthropicMessages,
     }
 }
 

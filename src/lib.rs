@@ -1,10 +1,12 @@
 //! llmtap: a MITM forward proxy that records LLM API calls as OpenTelemetry log records.
 
+pub mod audit;
 pub mod ca;
 pub mod capture;
 pub mod config;
 pub mod export;
 pub mod health;
+pub mod policy;
 pub mod providers;
 pub mod proxy;
 pub mod redact;

@@ -87,6 +87,10 @@ fn exchange(id: u64) -> Exchange {
         outcome: Outcome::Complete,
         request_facts: None,
         response_facts: None,
+        client_name: None,
+        client_profile: None,
+        provider: None,
+        shape: llmtap::providers::ApiShape::AnthropicMessages,
     }
 }
 

@@ -343,6 +343,7 @@ mod tests {
         fn submit(&self, exchange: Exchange) {
             self.0.lock().unwrap().push(exchange);
         }
+        fn submit_egress(&self, _record: crate::audit::EgressRecord) {}
     }
 
     fn blank() -> Exchange {
@@ -368,6 +369,10 @@ mod tests {
             outcome: Outcome::Complete,
             request_facts: None,
             response_facts: None,
+        client_name: None,
+        client_profile: None,
+        provider: None,
+        shape: crate::providers::ApiShape::Unknown,
         }
     }
 

@@ -11,6 +11,8 @@ pub use record::{CapturedBody, Exchange, Outcome};
 /// Where finished exchanges go. `submit` must never block or await: it is called on the proxy path.
 pub trait ExchangeSink: Send + Sync + 'static {
     fn submit(&self, exchange: Exchange);
+    /// A connection audit record (`llmtap.egress`); same rules as `submit`.
+    fn submit_egress(&self, record: crate::audit::EgressRecord);
     /// Counters for `/healthz` (queue, drops); `null` when the sink keeps none.
     fn stats(&self) -> serde_json::Value {
         serde_json::Value::Null

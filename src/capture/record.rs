@@ -4,7 +4,7 @@ use bytes::Bytes;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use crate::providers::{RequestFacts, ResponseFacts};
+use crate::providers::{ApiShape, RequestFacts, ResponseFacts};
 
 /// How an exchange ended; exactly one per exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,4 +81,13 @@ pub struct Exchange {
     pub request_facts: Option<RequestFacts>,
     /// What the incremental response parser found (the whole body, not only the captured part).
     pub response_facts: Option<ResponseFacts>,
+    /// `llmtap.client.name` of the connection's decision.
+    pub client_name: Option<String>,
+    /// `llmtap.client.profile` of the connection's decision.
+    pub client_profile: Option<String>,
+    /// `gen_ai.provider.name`, from the decision (host map) or else the API shape, set once
+    /// by the proxy; the exporter never re-derives it.
+    pub provider: Option<String>,
+    /// The API shape the proxy saw in the request path, set once by the proxy.
+    pub shape: ApiShape,
 }

@@ -250,6 +250,11 @@ impl ExchangeSink for ExportHandle {
         ExportHandle::submit(self, exchange);
     }
 
+    fn submit_egress(&self, record: crate::audit::EgressRecord) {
+        // SKELETON (helper B): audit records through the same queue.
+        let _ = record;
+    }
+
     fn stats(&self) -> serde_json::Value {
         serde_json::to_value(ExportHandle::stats(self)).unwrap_or(serde_json::Value::Null)
     }

@@ -69,6 +69,10 @@ fn anthropic_exchange() -> Exchange {
             error_message: None,
             is_stream: false,
         }),
+        client_name: None,
+        client_profile: None,
+        provider: Some("anthropic".into()),
+        shape: ApiShape::AnthropicMessages,
     }
 }
 

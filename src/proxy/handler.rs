@@ -300,6 +300,10 @@ fn request_record(ctx: &HttpContext, parts: &http::request::Parts) -> Exchange {
         outcome: Outcome::Complete,
         request_facts: None,
         response_facts: None,
+        client_name: None,
+        client_profile: None,
+        provider: None,
+        shape: ApiShape::Unknown,
     }
 }
 

@@ -11,6 +11,7 @@ use tokio::sync::Mutex;
 
 use clap::Parser;
 use llmtap::RunningProxy;
+use llmtap::audit::EgressRecord;
 use llmtap::capture::{Exchange, ExchangeSink};
 use llmtap::config::{Cli, Config};
 use tokio::sync::mpsc;
@@ -29,11 +30,55 @@ pub fn init_crypto() {
 #[derive(Clone)]
 pub struct ChannelSink {
     tx: mpsc::UnboundedSender<Exchange>,
+    audit_tx: mpsc::UnboundedSender<EgressRecord>,
 }
 
 impl ExchangeSink for ChannelSink {
     fn submit(&self, exchange: Exchange) {
         let _ = self.tx.send(exchange);
+    }
+
+    fn submit_egress(&self, record: EgressRecord) {
+        let _ = self.audit_tx.send(record);
+    }
+}
+
+/// The audit records (`llmtap.egress`) the proxy submitted.
+pub struct AuditRecords {
+    rx: Mutex<mpsc::UnboundedReceiver<EgressRecord>>,
+}
+
+impl AuditRecords {
+    /// The next audit record, or a panic after `STEP`.
+    pub async fn next(&self) -> EgressRecord {
+        let mut rx = self.rx.lock().await;
+        tokio::time::timeout(STEP, rx.recv())
+            .await
+            .expect("no audit record within the step timeout")
+            .expect("sink closed")
+    }
+
+    /// The next audit record for `host`, skipping others.
+    pub async fn next_for(&self, host: &str) -> EgressRecord {
+        loop {
+            let r = self.next().await;
+            if r.server_address == host {
+                return r;
+            }
+        }
+    }
+
+    /// Whatever has arrived so far, without waiting.
+    pub fn drain(&self) -> Vec<EgressRecord> {
+        let mut rx = self
+            .rx
+            .try_lock()
+            .expect("audit records read from one task at a time");
+        let mut out = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            out.push(e);
+        }
+        out
     }
 }
 
@@ -70,6 +115,7 @@ pub struct TestProxy {
     pub proxy: Option<RunningProxy>,
     pub addr: SocketAddr,
     pub records: Records,
+    pub audit: AuditRecords,
     pub ca_dir: tempfile::TempDir,
     pub ca_pem: String,
 }
@@ -92,7 +138,8 @@ impl TestProxy {
         let cli = Cli::try_parse_from(argv).unwrap();
         let config = Config::from_args(&cli.run).unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
-        let proxy = llmtap::start(config, Arc::new(ChannelSink { tx }))
+        let (audit_tx, audit_rx) = mpsc::unbounded_channel();
+        let proxy = llmtap::start(config, Arc::new(ChannelSink { tx, audit_tx }))
             .await
             .unwrap();
         let ca_pem = std::fs::read_to_string(ca_dir.path().join("ca.pem")).unwrap();
@@ -100,6 +147,9 @@ impl TestProxy {
             addr: proxy.local_addr,
             proxy: Some(proxy),
             records: Records { rx: Mutex::new(rx) },
+            audit: AuditRecords {
+                rx: Mutex::new(audit_rx),
+            },
             ca_dir,
             ca_pem,
         }

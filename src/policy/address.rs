@@ -1,0 +1,2 @@
+//! Private and special address ranges that are never reached unless allowed.
+// SKELETON (helper A)
