@@ -1,5 +1,5 @@
 //! Criterion micro-benchmarks of llmtap's hot paths: SSE parsing, usage extraction (JSON),
-//! request facts, redaction, record building and OTLP encoding.
+//! request facts, redaction, record building (calls and egress decisions) and OTLP encoding.
 //!
 //! `cargo bench --bench hot_paths` (add `-- --quick` for a short run).
 
@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use llmtap::audit::{EgressDecision, EgressRecord};
 use llmtap::capture::{CapturedBody, Exchange, Outcome};
+use llmtap::export::build_egress_record;
 use llmtap::export::otlp::{encode_body, encode_request};
 use llmtap::export::record::{RecordContext, build_record};
 use llmtap::providers::{ApiShape, ResponseParser, parse_request};
@@ -113,6 +115,27 @@ fn exchange(response: &str) -> Exchange {
     }
 }
 
+fn egress() -> EgressRecord {
+    EgressRecord {
+        started_at: SystemTime::now(),
+        decision: EgressDecision::Deny,
+        reason: "code-sandbox (profile code): no rule allows example.com:443".into(),
+        route: "tunnel",
+        error_type: Some("policy".into()),
+        client_name: Some("code-sandbox".into()),
+        client_profile: Some("code".into()),
+        client_addr: "172.30.2.5:40123"
+            .parse()
+            .unwrap_or_else(|_| unreachable!()),
+        server_address: "example.com".into(),
+        server_port: 443,
+        peer_addr: None,
+        bytes_sent: 0,
+        bytes_received: 0,
+        duration: Duration::from_millis(1),
+    }
+}
+
 fn providers(c: &mut Criterion) {
     let chunks = sse_chunks(50);
     let total: usize = chunks.iter().map(Vec::len).sum();
@@ -186,7 +209,6 @@ fn export(c: &mut Criterion) {
     let redactor =
         Redactor::new(&RedactionConfig::default()).unwrap_or_else(|e| panic!("redactor: {e}"));
     let ctx = RecordContext {
-        provider_name: Some("anthropic"),
         redactor: &redactor,
         max_record_bytes: 256 * 1024,
         body_decode_limit: 1024 * 1024,
@@ -195,6 +217,10 @@ fn export(c: &mut Criterion) {
     let mut g = c.benchmark_group("export");
     g.bench_function("build_record_1kb", |b| {
         b.iter(|| black_box(build_record(black_box(&ex), &ctx)))
+    });
+    let decision = egress();
+    g.bench_function("build_egress_record", |b| {
+        b.iter(|| black_box(build_egress_record(black_box(&decision))))
     });
     let records: Vec<_> = (0..512).map(|_| build_record(&ex, &ctx)).collect();
     let resource = vec![("service.name".to_string(), "llmtap".to_string())];

@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use ipnet::IpNet;
+
+use crate::audit::AuditLevel;
+use crate::policy::{Pins, PolicySet};
 use crate::redact::{RedactionConfig, Redactor};
 use crate::route::{HostList, ProviderMap, RouteError};
 
@@ -35,6 +39,11 @@ pub enum Command {
         #[command(subcommand)]
         action: CaAction,
     },
+    /// Egress policy tools.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
     /// Exit 0 when the proxy at --addr answers GET /healthz with 200, 1 otherwise.
     Healthcheck {
         /// Address of the running proxy (defaults to PROXY_LISTEN, with 0.0.0.0 read as 127.0.0.1).
@@ -51,6 +60,23 @@ pub enum CaAction {
     Rotate,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum PolicyAction {
+    /// Print the decision for HOST[:PORT] (default port 443) and its reason; exit 0 when
+    /// allowed, 1 when denied, 2 on a bad policy file. Uses the run flags (--policy,
+    /// --allow-private, --resolve, --connect-to, --llm-hosts).
+    Check {
+        /// The client asking (a `[[client]]` name); `default` when not given.
+        #[arg(long)]
+        client: Option<String>,
+        /// Decide for an absolute-form plain-HTTP request instead of a CONNECT.
+        #[arg(long)]
+        http: bool,
+        /// HOST[:PORT]; IPv6 literals in brackets.
+        target: String,
+    },
+}
+
 /// Flags of the proxy, each with an environment fallback.
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
@@ -64,15 +90,34 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "PROXY_LLM_HOSTS",
-        default_value = "api.anthropic.com,api.openai.com"
+        default_value = "api.anthropic.com,api.openai.com",
+        global = true
     )]
     pub llm_hosts: String,
     /// Extra PEM file of roots trusted for upstream TLS (on top of the platform roots).
     #[arg(long, env = "PROXY_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
     /// Pin HOST:PORT to ADDR, like curl's --resolve (repeatable).
-    #[arg(long, env = "PROXY_RESOLVE", value_delimiter = ',')]
+    #[arg(long, env = "PROXY_RESOLVE", value_delimiter = ',', global = true)]
     pub resolve: Vec<String>,
+    /// Send connections for HOST:PORT to HOST2:PORT2 (TLS still verifies HOST), like curl's
+    /// --connect-to (repeatable).
+    #[arg(long, env = "PROXY_CONNECT_TO", value_delimiter = ',', global = true)]
+    pub connect_to: Vec<String>,
+    /// Egress policy file (TOML). Without it every client may reach any public host.
+    #[arg(long, env = "PROXY_POLICY", global = true)]
+    pub policy: Option<PathBuf>,
+    /// CIDRs every client may reach although they are private (comma-separated).
+    #[arg(
+        long,
+        env = "PROXY_ALLOW_PRIVATE",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub allow_private: Vec<String>,
+    /// Which connection decisions get an audit record: all, deny, off.
+    #[arg(long, env = "PROXY_AUDIT", default_value = "all", global = true)]
+    pub audit: String,
     /// Bytes of each body (request and response) kept for the record.
     #[arg(long, env = "PROXY_MAX_BODY_SIZE", default_value = "1048576")]
     pub max_body_size: String,
@@ -109,17 +154,23 @@ impl fmt::Display for FieldError {
 #[error("invalid configuration:\n  {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
 pub struct ConfigError(pub Vec<FieldError>);
 
-/// A `--resolve` pin: (lower-case host, port) → address.
-pub type ResolvePins = HashMap<(String, u16), IpAddr>;
-
 /// The validated runtime configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub ca_dir: PathBuf,
     pub llm_hosts: HostList,
+    /// `--llm-hosts` as given, for the start-up summary.
+    pub llm_hosts_text: String,
     pub upstream_ca: Option<PathBuf>,
-    pub resolve: ResolvePins,
+    /// `--resolve` and `--connect-to`.
+    pub pins: Pins,
+    /// `--policy`; `None`: the built-in open policy.
+    pub policy_path: Option<PathBuf>,
+    pub policy: Arc<PolicySet>,
+    /// `--allow-private`.
+    pub allow_private: Vec<IpNet>,
+    pub audit: AuditLevel,
     pub max_body_size: usize,
     pub max_record_bytes: usize,
     pub shutdown_grace: Duration,
@@ -139,6 +190,10 @@ impl Config {
             HostList::parse(v).map_err(|e| e.to_string())
         });
         let resolve = parse_resolve_all(&mut errors, &args.resolve);
+        let connect_to = parse_connect_to_all(&mut errors, &args.connect_to);
+        let allow_private = parse_cidrs(&mut errors, &args.allow_private);
+        let audit = collect(&mut errors, "--audit", &args.audit, AuditLevel::parse);
+        let policy = load_policy(&mut errors, args.policy.as_deref());
         let max_body_size = collect(&mut errors, "--max-body-size", &args.max_body_size, |v| {
             parse_size(v, 0)
         });
@@ -174,6 +229,8 @@ impl Config {
             export_queue,
             providers,
             redactor,
+            audit,
+            policy,
         ) {
             (
                 Some(listen),
@@ -184,12 +241,22 @@ impl Config {
                 Some(q),
                 Some(p),
                 Some(redactor),
+                Some(audit),
+                Some(policy),
             ) if errors.is_empty() => Ok(Config {
                 listen,
                 ca_dir: args.ca_dir.clone(),
                 llm_hosts,
+                llm_hosts_text: args.llm_hosts.clone(),
                 upstream_ca: args.upstream_ca.clone(),
-                resolve,
+                pins: Pins {
+                    resolve,
+                    connect_to,
+                },
+                policy_path: args.policy.clone(),
+                policy: Arc::new(policy),
+                allow_private,
+                audit,
                 max_body_size: mbs,
                 max_record_bytes: mrb,
                 shutdown_grace: grace,
@@ -199,6 +266,20 @@ impl Config {
                 export_queue: q,
             }),
             _ => Err(ConfigError(errors)),
+        }
+    }
+}
+
+impl Config {
+    /// The rules `policy::decide` applies, with llmtap's own listen addresses.
+    pub fn egress_rules(&self, own_addrs: Vec<SocketAddr>) -> crate::policy::EgressRules {
+        crate::policy::EgressRules {
+            policy: Arc::clone(&self.policy),
+            llm_hosts: self.llm_hosts.clone(),
+            providers: self.providers.clone(),
+            pins: self.pins.clone(),
+            allow_private: self.allow_private.clone(),
+            own_addrs,
         }
     }
 }
@@ -253,8 +334,11 @@ pub fn parse_size(value: &str, min: usize) -> Result<usize, String> {
     Ok(size)
 }
 
-fn parse_resolve_all(errors: &mut Vec<FieldError>, entries: &[String]) -> ResolvePins {
-    let mut pins = ResolvePins::new();
+fn parse_resolve_all(
+    errors: &mut Vec<FieldError>,
+    entries: &[String],
+) -> HashMap<(String, u16), IpAddr> {
+    let mut pins = HashMap::new();
     for entry in entries.iter().filter(|e| !e.trim().is_empty()) {
         match parse_resolve(entry) {
             Ok((key, addr)) => {
@@ -288,6 +372,94 @@ pub fn parse_resolve(entry: &str) -> Result<((String, u16), IpAddr), String> {
         .parse()
         .map_err(|_| format!("bad address {addr:?}; {usage}"))?;
     Ok(((crate::route::normalize_host(host), port), addr))
+}
+
+/// (host, port): a normalised host and a port.
+type HostPort = (String, u16);
+type ConnectToPins = HashMap<HostPort, HostPort>;
+
+fn parse_connect_to_all(errors: &mut Vec<FieldError>, entries: &[String]) -> ConnectToPins {
+    let mut pins = ConnectToPins::new();
+    for entry in entries.iter().filter(|e| !e.trim().is_empty()) {
+        match parse_connect_to(entry) {
+            Ok((from, to)) => {
+                pins.insert(from, to);
+            }
+            Err(reason) => errors.push(FieldError {
+                field: "--connect-to",
+                value: entry.clone(),
+                reason,
+            }),
+        }
+    }
+    pins
+}
+
+/// Parses `HOST:PORT:HOST2:PORT2`; either host may be a bracketed IPv6 literal.
+pub fn parse_connect_to(entry: &str) -> Result<(HostPort, HostPort), String> {
+    let usage = "expected HOST:PORT:HOST2:PORT2 such as api.anthropic.com:443:127.0.0.1:8443";
+    let (from, rest) = split_host_port(entry.trim()).ok_or_else(|| usage.to_string())?;
+    let rest = rest.strip_prefix(':').ok_or_else(|| usage.to_string())?;
+    let (to, tail) = split_host_port(rest).ok_or_else(|| usage.to_string())?;
+    if !tail.is_empty() {
+        return Err(usage.to_string());
+    }
+    Ok((from, to))
+}
+
+/// Takes `HOST:PORT` off the front of `s` (HOST may be `[v6]`); returns it and the rest.
+fn split_host_port(s: &str) -> Option<(HostPort, &str)> {
+    let (host, after_host) = if let Some(v6) = s.strip_prefix('[') {
+        let end = v6.find(']')?;
+        (v6.get(..end)?, v6.get(end + 1..)?)
+    } else {
+        let end = s.find(':')?;
+        (s.get(..end)?, s.get(end..)?)
+    };
+    let after_colon = after_host.strip_prefix(':')?;
+    let digits = after_colon
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(after_colon.len());
+    let port: u16 = after_colon.get(..digits)?.parse().ok()?;
+    if host.is_empty() || port == 0 {
+        return None;
+    }
+    Some((
+        (crate::route::normalize_host(host), port),
+        after_colon.get(digits..)?,
+    ))
+}
+
+fn parse_cidrs(errors: &mut Vec<FieldError>, entries: &[String]) -> Vec<IpNet> {
+    let mut nets = Vec::new();
+    for entry in entries.iter().filter(|e| !e.trim().is_empty()) {
+        match crate::policy::address::parse_cidr(entry) {
+            Ok(net) => nets.push(net),
+            Err(reason) => errors.push(FieldError {
+                field: "--allow-private",
+                value: entry.clone(),
+                reason,
+            }),
+        }
+    }
+    nets
+}
+
+fn load_policy(errors: &mut Vec<FieldError>, path: Option<&Path>) -> Option<PolicySet> {
+    let Some(path) = path else {
+        return Some(PolicySet::open());
+    };
+    match PolicySet::load(path) {
+        Ok(policy) => Some(policy),
+        Err(e) => {
+            errors.push(FieldError {
+                field: "--policy",
+                value: path.display().to_string(),
+                reason: e.to_string(),
+            });
+            None
+        }
+    }
 }
 
 fn load_providers(errors: &mut Vec<FieldError>, dir: &Path) -> Option<ProviderMap> {
@@ -381,6 +553,44 @@ mod tests {
         let ((host, port), addr) = parse_resolve("API.Anthropic.com:443:[::1]").unwrap();
         assert_eq!((host.as_str(), port), ("api.anthropic.com", 443));
         assert_eq!(addr, "::1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn connect_to_and_cidrs_parse() {
+        let (from, to) = parse_connect_to("API.Anthropic.com:443:127.0.0.1:8443").unwrap();
+        assert_eq!(from, ("api.anthropic.com".to_string(), 443));
+        assert_eq!(to, ("127.0.0.1".to_string(), 8443));
+        let (from, to) = parse_connect_to("[::1]:443:[::1]:9").unwrap();
+        assert_eq!(from, ("::1".to_string(), 443));
+        assert_eq!(to, ("::1".to_string(), 9));
+        for bad in [
+            "a:443:b",
+            "a:443:b:0",
+            "a:99999:b:1",
+            ":1:b:2",
+            "a:1:b:2:3",
+            "a:1:b:2x",
+        ] {
+            assert!(parse_connect_to(bad).is_err(), "{bad}");
+        }
+        let cidrs = parse_cidrs(&mut Vec::new(), &["127.0.0.1".into(), "10.0.0.0/8".into()]);
+        assert_eq!(
+            cidrs,
+            vec![
+                "127.0.0.1/32".parse::<IpNet>().unwrap(),
+                "10.0.0.0/8".parse::<IpNet>().unwrap()
+            ]
+        );
+        let mut a = args();
+        a.allow_private = vec!["nope".into()];
+        a.connect_to = vec!["x".into()];
+        a.audit = "loud".into();
+        a.policy = Some("/nonexistent/llmtap-policy.toml".into());
+        let err = Config::from_args(&a).unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| e.field).collect();
+        for f in ["--allow-private", "--connect-to", "--audit", "--policy"] {
+            assert!(fields.contains(&f), "{f} missing from {err}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod config;
 pub mod export;
 pub mod health;
 pub mod policy;
+pub mod policy_check;
 pub mod providers;
 pub mod proxy;
 pub mod redact;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use llmtap::config::{CaAction, Cli, Command, Config};
+use llmtap::config::{CaAction, Cli, Command, Config, PolicyAction};
 use llmtap::export::{ExportConfig, ExportFlags, ExportHandle, process_env};
 
 fn main() -> ExitCode {
@@ -45,6 +45,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Ca { action }) => ca_command(&cli.run, action),
         Some(Command::Healthcheck { addr }) => healthcheck(&cli.run, addr).await,
+        Some(Command::Policy { action }) => Ok(policy_command(&cli.run, action).await),
         None => run(&cli.run).await,
     }
 }
@@ -94,10 +95,10 @@ const EXPORT_FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_sec
 
 async fn run(args: &llmtap::config::RunArgs) -> anyhow::Result<ExitCode> {
     let config = Config::from_args(args)?;
-    let exporter = start_exporter(&config)?;
+    let (exporter, destination) = start_exporter(&config)?;
     let proxy = llmtap::start(config, Arc::new(exporter.clone())).await?;
-    tracing::info!(listen = %proxy.local_addr, "llmtap listening");
-    wait_for_signal().await;
+    announce(&proxy, &destination);
+    wait_for_stop(&proxy).await;
     tracing::info!(
         in_flight = proxy.shared.in_flight.current(),
         grace = ?proxy.shared.config.shutdown_grace,
@@ -121,7 +122,7 @@ async fn run(args: &llmtap::config::RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn start_exporter(config: &Config) -> anyhow::Result<ExportHandle> {
+fn start_exporter(config: &Config) -> anyhow::Result<(ExportHandle, String)> {
     let flags = ExportFlags {
         max_record_bytes: config.max_record_bytes,
         queue_capacity: config.export_queue,
@@ -130,16 +131,46 @@ fn start_exporter(config: &Config) -> anyhow::Result<ExportHandle> {
     // The same roots as upstream calls, so a private OTLP endpoint works with --upstream-ca.
     let tls = llmtap::proxy::upstream::client_tls_config(config.upstream_ca.as_deref())?;
     export_config.tls = Some(Arc::new(tls));
-    let lookup = llmtap::route::provider_lookup(config.providers.clone());
-    Ok(ExportHandle::start(
-        export_config,
-        Arc::clone(&config.redactor),
-        lookup,
-    )?)
+    let destination = describe(&export_config.destination);
+    let handle = ExportHandle::start(export_config, Arc::clone(&config.redactor))?;
+    Ok((handle, destination))
 }
 
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+/// Where records go, without credentials (an endpoint's user-info is left out).
+fn describe(destination: &llmtap::export::Destination) -> String {
+    match destination {
+        llmtap::export::Destination::Stdout => "stdout (JSON lines)".to_string(),
+        llmtap::export::Destination::Otlp { endpoint, .. } => match endpoint.parse::<http::Uri>() {
+            Ok(uri) => format!(
+                "OTLP {}://{}{}",
+                uri.scheme_str().unwrap_or("http"),
+                uri.host().unwrap_or_default(),
+                uri.port().map(|p| format!(":{p}")).unwrap_or_default()
+            ),
+            Err(_) => "OTLP (endpoint unparsable)".to_string(),
+        },
+    }
+}
+
+/// What llmtap loaded, once, at start: what an operator checks first.
+fn announce(proxy: &llmtap::RunningProxy, destination: &str) {
+    let config = &proxy.shared.config;
+    let policy = proxy.shared.rules().policy.summary();
+    tracing::info!(
+        listen = %proxy.local_addr,
+        ca = %config.ca_dir.join("ca.pem").display(),
+        intercept = %config.llm_hosts_text,
+        %policy,
+        records = %destination,
+        audit = ?config.audit,
+        "llmtap listening"
+    );
+}
+
+/// Waits for SIGTERM or Ctrl-C; SIGHUP meanwhile re-reads the policy file.
+async fn wait_for_stop(proxy: &llmtap::RunningProxy) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops llmtap");
@@ -147,8 +178,47 @@ async fn wait_for_signal() {
             return;
         }
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut hup = signal(SignalKind::hangup()).ok();
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                match proxy.reload_policy() {
+                    Ok(summary) => tracing::info!(policy = %summary, "policy reloaded; new connections use it"),
+                    Err(e) => tracing::error!(error = %e, "policy reload failed"),
+                }
+            }
+        }
+    }
+}
+
+/// `llmtap policy check`: 0 allowed, 1 denied, 2 bad configuration.
+async fn policy_command(args: &llmtap::config::RunArgs, action: PolicyAction) -> ExitCode {
+    let PolicyAction::Check {
+        client,
+        http,
+        target,
+    } = action;
+    let config = match Config::from_args(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("llmtap: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match llmtap::policy_check::run(&config, client.as_deref(), http, &target).await {
+        Ok((allowed, text)) => {
+            println!("{text}");
+            if allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("llmtap policy check: {e}");
+            ExitCode::from(2)
+        }
     }
 }

@@ -156,14 +156,6 @@ impl ProviderMap {
     }
 }
 
-/// The exporter's provider lookup: host map first, then the path shape.
-pub fn provider_lookup(map: ProviderMap) -> crate::export::ProviderLookup {
-    std::sync::Arc::new(move |ex: &crate::capture::Exchange| {
-        map.provider_for(&ex.host, ApiShape::from_path(&ex.path))
-            .map(str::to_string)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

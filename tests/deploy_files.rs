@@ -1,5 +1,6 @@
 //! The deployment files (Dockerfile, compose stack, Loki config, Grafana dashboard, Node bootstrap
-//! package) keep the properties issue 4 asks for. No Docker engine is needed: the files are parsed.
+//! package, egress policy files) keep the properties issues 4 and 8 ask for. No Docker engine is
+//! needed: the files are parsed.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,17 @@ const GRAFANA_DATASOURCE: &str = "compose/grafana/provisioning/datasources/loki.
 const GRAFANA_PROVIDERS: &str = "compose/grafana/provisioning/dashboards/dashboards.yaml";
 const DASHBOARD: &str = "compose/grafana/provisioning/dashboards/llmtap.json";
 const BOOTSTRAP_IN_GATEWAY: &str = "/opt/llmtap/proxy-bootstrap.cjs";
+const POLICY_EXAMPLE: &str = "addons-config/policy.example.toml";
+/// The seed's two sandboxes (issue 8): each its own client, network and credentials.
+const SANDBOXES: [&str; 2] = ["browser-sandbox", "code-sandbox"];
+/// What the code sandbox may reach: the LLM APIs and the package registries, nothing else.
+const CODE_PROFILE_HOSTS: [&str; 5] = [
+    "api.anthropic.com",
+    "api.openai.com",
+    "pypi.org",
+    "files.pythonhosted.org",
+    "registry.npmjs.org",
+];
 /// Loki's defaults (DESIGN.md §3) that a large llmtap record would exceed.
 const LOKI_DEFAULT_MAX_STRUCTURED_METADATA: u64 = 64 * 1000;
 /// llmtap's default `--max-record-bytes`.
@@ -296,11 +308,12 @@ fn llmtap_service_is_locked_down_and_healthchecked() {
         "the CA dir is a bind mount, is {src:?}"
     );
     assert!(!ro, "llmtap writes its CA: the CA mount must be writable");
-    assert_eq!(
-        mounts(svc).len(),
-        1,
-        "the CA directory is llmtap's only mount"
-    );
+    for (src, dst, ro) in mounts(svc) {
+        assert!(
+            dst == ca_dir || ro,
+            "llmtap: only the CA directory may be writable, {src}:{dst} is not read-only"
+        );
+    }
 }
 
 #[test]
@@ -327,19 +340,7 @@ fn gateway_reaches_out_only_through_llmtap() {
         );
     }
 
-    let port = env_required(llmtap, "llmtap", "PROXY_LISTEN")
-        .rsplit(':')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let proxy = format!("http://llmtap:{port}");
-    assert_eq!(env_required(gw, "gateway", "HTTPS_PROXY"), proxy);
-    assert_eq!(env_required(gw, "gateway", "HTTP_PROXY"), proxy);
-    let no_proxy = env_required(gw, "gateway", "NO_PROXY");
-    assert!(
-        !no_proxy.split(',').any(|h| h.trim() == "*"),
-        "NO_PROXY=* would bypass llmtap"
-    );
+    assert_proxies_through_llmtap(&compose, "gateway");
 
     // NODE_EXTRA_CA_CERTS is ca.pem inside a read-only mount of llmtap's CA directory.
     let extra = env_required(gw, "gateway", "NODE_EXTRA_CA_CERTS");
@@ -381,6 +382,654 @@ fn gateway_reaches_out_only_through_llmtap() {
         Some("service_healthy"),
         "gateway starts once llmtap is healthy"
     );
+}
+
+// ---------- egress: the sandboxes and the policy (issue 8) ----------
+
+/// A proxy variable `http://USER:PASSWORD@HOST:PORT`, split (PASSWORD as written in compose).
+#[derive(Debug)]
+struct ProxyUrl {
+    user: String,
+    password: String,
+    host: String,
+    port: String,
+}
+
+fn proxy_url(name: &str, value: &str) -> ProxyUrl {
+    let rest = value
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("{name}: proxy {value:?} must be an http:// URL"));
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (userinfo, hostport) = rest
+        .rsplit_once('@')
+        .unwrap_or_else(|| panic!("{name}: proxy {value:?} carries no credentials (NAME:TOKEN@)"));
+    let (user, password) = userinfo
+        .split_once(':')
+        .unwrap_or_else(|| panic!("{name}: proxy {value:?} has a user but no password"));
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .unwrap_or_else(|| panic!("{name}: proxy {value:?} names no port"));
+    ProxyUrl {
+        user: user.to_string(),
+        password: password.to_string(),
+        host: host.to_string(),
+        port: port.to_string(),
+    }
+}
+
+/// What compose makes of `text` when its variable is unset: a literal stays as it is,
+/// `${VAR:-default}` / `${VAR-default}` is the default, `${VAR}` or `${VAR:?error}` is unknown.
+fn compose_default(text: &str) -> Option<String> {
+    if !text.contains('$') {
+        return Some(text.to_string());
+    }
+    let inner = text.strip_prefix("${")?.strip_suffix('}')?;
+    let (_, default) = match inner.split_once(":-") {
+        Some(split) => split,
+        None if inner.contains('?') => return None,
+        None => inner.split_once('-')?,
+    };
+    (!default.contains('$')).then(|| default.to_string())
+}
+
+fn listen_port(compose: &Value) -> String {
+    env_required(service(compose, "llmtap"), "llmtap", "PROXY_LISTEN")
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// HTTPS_PROXY and HTTP_PROXY name llmtap with this service's own credentials, and NO_PROXY
+/// exempts loopback only.
+fn assert_proxies_through_llmtap(compose: &Value, name: &str) -> ProxyUrl {
+    let svc = service(compose, name);
+    let https = env_required(svc, name, "HTTPS_PROXY");
+    assert_eq!(
+        env_required(svc, name, "HTTP_PROXY"),
+        https,
+        "{name}: HTTP_PROXY and HTTPS_PROXY must be the same proxy"
+    );
+    for lower in ["https_proxy", "http_proxy"] {
+        if let Some(v) = env(svc, lower) {
+            assert_eq!(v, https, "{name}: {lower} differs from HTTPS_PROXY");
+        }
+    }
+    let url = proxy_url(name, &https);
+    assert_eq!(url.host, "llmtap", "{name}: the proxy must be llmtap");
+    assert_eq!(url.port, listen_port(compose), "{name}: llmtap's port");
+    assert!(
+        !url.user.is_empty(),
+        "{name}: the proxy user names its client"
+    );
+    assert!(
+        !url.password.is_empty() && url.password != "${}",
+        "{name}: the proxy password (token) is empty"
+    );
+    for key in ["NO_PROXY", "no_proxy"] {
+        let Some(no_proxy) = env(svc, key) else {
+            continue;
+        };
+        for entry in no_proxy.split(',').map(str::trim) {
+            assert!(
+                ["", "localhost", "127.0.0.1", "::1"].contains(&entry),
+                "{name}: {key} may exempt only loopback, not {entry:?} (that would bypass llmtap)"
+            );
+        }
+    }
+    url
+}
+
+/// The uid of a service's `user`, with compose defaults applied (`${LLMTAP_UID:-1000}:...` → 1000).
+fn uid_of(name: &str, svc: &Value) -> String {
+    let user = scalar(&svc["user"]).unwrap_or_else(|| panic!("{name}: must set a non-root user"));
+    let uid = match user.find('}') {
+        Some(end) if user.starts_with("${") => &user[..=end],
+        _ => user.split(':').next().unwrap_or_default(),
+    };
+    compose_default(uid).unwrap_or_else(|| uid.to_string())
+}
+
+#[test]
+fn sandboxes_reach_out_only_through_llmtap_with_their_own_credentials() {
+    let compose = compose();
+    let llmtap = service(&compose, "llmtap");
+    let llmtap_uid = uid_of("llmtap", llmtap);
+    let mut users = BTreeSet::new();
+    users.insert(assert_proxies_through_llmtap(&compose, "gateway").user);
+    for name in SANDBOXES {
+        let svc = service(&compose, name);
+        assert_hardened(name, svc);
+        let uid = uid_of(name, svc);
+        assert!(uid != "0" && uid != "root", "{name}: must not run as root");
+        assert_ne!(
+            uid, llmtap_uid,
+            "{name}: must not run as llmtap's user (it could read the CA key)"
+        );
+        assert_ne!(
+            svc["privileged"].as_bool(),
+            Some(true),
+            "{name}: privileged"
+        );
+        for key in [
+            "cap_add",
+            "devices",
+            "ports",
+            "expose",
+            "extra_hosts",
+            "dns",
+        ] {
+            assert!(strings(&svc[key]).is_empty(), "{name}: must not set {key}");
+        }
+        for key in ["network_mode", "pid", "ipc", "userns_mode"] {
+            assert!(scalar(&svc[key]).is_none(), "{name}: must not set {key}");
+        }
+
+        let nets = networks_of(svc);
+        assert!(!nets.is_empty(), "{name}: must name its networks");
+        for net in &nets {
+            assert_eq!(
+                compose["networks"][net.as_str()]["internal"].as_bool(),
+                Some(true),
+                "{name}: network {net} must be internal: true"
+            );
+            assert!(
+                networks_of(llmtap).contains(net),
+                "{name}: llmtap must be on network {net}"
+            );
+            for (other, other_svc) in services(&compose) {
+                assert!(
+                    other == name || other == "llmtap" || !networks_of(other_svc).contains(net),
+                    "{name}: network {net} must be shared with llmtap only, {other} is on it too"
+                );
+            }
+        }
+
+        let url = assert_proxies_through_llmtap(&compose, name);
+        assert!(
+            users.insert(url.user.clone()),
+            "{name}: proxy user {:?} is another service's: each client has its own credentials",
+            url.user
+        );
+        assert_eq!(
+            scalar(&svc["depends_on"]["llmtap"]["condition"]).as_deref(),
+            Some("service_healthy"),
+            "{name} starts once llmtap is healthy (and its CA exists)"
+        );
+    }
+}
+
+/// The mount of `svc` that contains `path`: (source, target, read_only).
+fn mount_holding(svc: &Value, path: &str) -> Option<(String, String, bool)> {
+    mounts(svc).into_iter().find(|(_, dst, _)| {
+        path.starts_with(&format!("{}/", dst.trim_end_matches('/'))) || path == dst
+    })
+}
+
+fn tmpfs_targets(svc: &Value) -> Vec<String> {
+    strings(&svc["tmpfs"])
+        .into_iter()
+        .map(|t| t.split(':').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn sandboxes_trust_the_llmtap_ca() {
+    let compose = compose();
+    let llmtap = service(&compose, "llmtap");
+    let ca_dir = env_required(llmtap, "llmtap", "PROXY_CA_DIR");
+    let (llmtap_ca_src, _, _) = mounts(llmtap)
+        .into_iter()
+        .find(|(_, dst, _)| *dst == ca_dir)
+        .unwrap_or_else(|| panic!("llmtap: PROXY_CA_DIR is not a mount"));
+    for name in SANDBOXES {
+        let svc = service(&compose, name);
+        let ca_mount = mounts(svc)
+            .into_iter()
+            .find(|(src, _, _)| *src == llmtap_ca_src);
+        let (_, dst, ro) =
+            ca_mount.unwrap_or_else(|| panic!("{name}: must mount llmtap's CA directory"));
+        assert!(ro, "{name}: mounts the CA read-only");
+        let ca_pem = format!("{}/ca.pem", dst.trim_end_matches('/'));
+        let command = strings(&svc["command"]).join(" ");
+        let mut trusted = 0;
+        for key in [
+            "NODE_EXTRA_CA_CERTS",
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+            "PIP_CERT",
+        ] {
+            let Some(path) = env(svc, key) else {
+                continue;
+            };
+            trusted += 1;
+            if key == "NODE_EXTRA_CA_CERTS" {
+                assert_eq!(path, ca_pem, "{name}: {key} adds llmtap's ca.pem");
+                continue;
+            }
+            // These replace the trust store: llmtap's CA alone would break every tunnelled
+            // host (pypi.org keeps its own certificate). They name a bundle of the system roots
+            // plus llmtap's CA that the command writes to a tmpfs (the root is read-only).
+            assert_ne!(
+                path, ca_pem,
+                "{name}: {key} replaces the trust store; it needs a bundle, not ca.pem alone"
+            );
+            let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or_default();
+            assert!(
+                tmpfs_targets(svc).iter().any(|t| t == dir),
+                "{name}: {key} {path} must be on a tmpfs (the root is read-only)"
+            );
+            assert!(
+                command.contains(&format!("> {path}"))
+                    && command.contains(&ca_pem)
+                    && command.contains("/etc/ssl/certs/ca-certificates.crt"),
+                "{name}: the command must build {path} from the system roots and {ca_pem}"
+            );
+        }
+        assert!(trusted > 0, "{name}: trusts no CA file");
+    }
+}
+
+#[test]
+fn sandboxes_hold_no_api_keys() {
+    let compose = compose();
+    let key_shaped = Regex::new(r"sk-ant-|sk-proj-|\bsk-[A-Za-z0-9_-]{16,}|AIza[0-9A-Za-z_-]{16,}")
+        .unwrap_or_else(|e| panic!("{e}"));
+    for name in SANDBOXES {
+        let svc = service(&compose, name);
+        assert!(
+            svc["env_file"].is_null(),
+            "{name}: no env_file (it could carry keys past this test)"
+        );
+        let vars: Vec<(String, String)> = match &svc["environment"] {
+            Value::Mapping(map) => map
+                .iter()
+                .map(|(k, v)| (scalar(k).unwrap_or_default(), scalar(v).unwrap_or_default()))
+                .collect(),
+            Value::Sequence(seq) => seq
+                .iter()
+                .filter_map(scalar)
+                .map(|item| match item.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (item, String::new()),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (key, value) in vars {
+            let upper = key.to_ascii_uppercase();
+            assert!(
+                !upper.contains("API_KEY") && !upper.ends_with("_SECRET"),
+                "{name}: {key} looks like an API key variable: sandboxes hold no keys"
+            );
+            assert!(
+                !key_shaped.is_match(&value),
+                "{name}: {key} holds something shaped like a real API key"
+            );
+            assert!(
+                !value.contains("API_KEY"),
+                "{name}: {key} interpolates an API key variable"
+            );
+        }
+    }
+}
+
+/// llmtap's `PROXY_POLICY`, as a path in the repository (through its read-only mount).
+fn mounted_policy(compose: &Value) -> PathBuf {
+    let llmtap = service(compose, "llmtap");
+    let path = env_required(llmtap, "llmtap", "PROXY_POLICY");
+    let (src, dst, ro) = mount_holding(llmtap, &path)
+        .unwrap_or_else(|| panic!("llmtap: PROXY_POLICY {path} is not inside a mount"));
+    assert!(ro, "llmtap: the policy mount {src}:{dst} must be read-only");
+    let rest = path
+        .strip_prefix(dst.trim_end_matches('/'))
+        .unwrap_or_default();
+    normalise(&repo().join("compose"), &format!("{src}{rest}"))
+}
+
+#[test]
+fn llmtap_enforces_a_mounted_read_only_policy_and_audits_every_decision() {
+    let compose = compose();
+    let llmtap = service(&compose, "llmtap");
+    let host = mounted_policy(&compose);
+    assert!(
+        host.is_file(),
+        "PROXY_POLICY is mounted from {}, which is not a file of the repository",
+        host.display()
+    );
+    assert!(
+        host.starts_with(repo().join("compose")),
+        "the stack's policy lives under compose/"
+    );
+    assert_eq!(
+        env(llmtap, "PROXY_AUDIT").as_deref(),
+        Some("all"),
+        "llmtap: PROXY_AUDIT=all records every decision"
+    );
+    assert!(
+        env(llmtap, "PROXY_ALLOW_PRIVATE")
+            .unwrap_or_default()
+            .is_empty(),
+        "llmtap: the stack opens no private range (Loki and Grafana are private addresses)"
+    );
+}
+
+/// A policy file as issue 8 describes it, checked field by field.
+#[derive(Debug)]
+struct PolicyDoc {
+    mode: String,
+    /// In file order.
+    clients: Vec<PolicyClient>,
+    profiles: std::collections::BTreeMap<String, PolicyProfile>,
+}
+
+#[derive(Debug)]
+struct PolicyClient {
+    name: String,
+    token_sha256: Option<String>,
+    sources: Vec<String>,
+    profile: String,
+}
+
+#[derive(Debug)]
+struct PolicyProfile {
+    allow: Vec<String>,
+    deny: Vec<String>,
+    allow_private: Vec<String>,
+}
+
+fn toml_strings(label: &str, field: &str, v: Option<&toml::Value>) -> Vec<String> {
+    let Some(v) = v else {
+        return Vec::new();
+    };
+    let items = v
+        .as_array()
+        .unwrap_or_else(|| panic!("{label}: {field} must be an array"));
+    items
+        .iter()
+        .map(|i| {
+            i.as_str()
+                .unwrap_or_else(|| panic!("{label}: {field} holds a non-string {i:?}"))
+                .to_string()
+        })
+        .collect()
+}
+
+fn only_keys(label: &str, table: &toml::Table, allowed: &[&str]) {
+    for key in table.keys() {
+        assert!(
+            allowed.contains(&key.as_str()),
+            "{label}: unknown key {key:?} (allowed: {allowed:?})"
+        );
+    }
+}
+
+fn policy_doc(path: &Path) -> PolicyDoc {
+    let label = path.display().to_string();
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{label}: {e}"));
+    let table: toml::Table =
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{label} is not valid TOML: {e}"));
+    only_keys(&label, &table, &["mode", "client", "profile"]);
+    let mode = table
+        .get("mode")
+        .and_then(toml::Value::as_str)
+        .unwrap_or_else(|| panic!("{label}: needs mode"))
+        .to_string();
+    assert!(
+        ["enforce", "report"].contains(&mode.as_str()),
+        "{label}: mode {mode:?}"
+    );
+    let mut clients: Vec<PolicyClient> = Vec::new();
+    let client_items = table
+        .get("client")
+        .and_then(toml::Value::as_array)
+        .unwrap_or_else(|| panic!("{label}: needs [[client]] entries"));
+    for (i, c) in client_items.iter().enumerate() {
+        let c = c
+            .as_table()
+            .unwrap_or_else(|| panic!("{label}: client[{i}] is not a table"));
+        let at = format!("{label}: client[{i}]");
+        only_keys(&at, c, &["name", "token_sha256", "sources", "profile"]);
+        let text_of = |key: &str| c.get(key).and_then(toml::Value::as_str).map(str::to_string);
+        let name = text_of("name").unwrap_or_else(|| panic!("{at}: needs name"));
+        let profile = text_of("profile").unwrap_or_else(|| panic!("{at}: needs profile"));
+        let token = text_of("token_sha256");
+        if let Some(t) = &token {
+            assert!(
+                t.len() == 64 && t.chars().all(|ch| matches!(ch, '0'..='9' | 'a'..='f')),
+                "{at}: token_sha256 {t:?} is not 64 lower-case hex digits"
+            );
+        }
+        let sources = toml_strings(&at, "sources", c.get("sources"));
+        for s in &sources {
+            assert!(
+                s.parse::<ipnet::IpNet>().is_ok(),
+                "{at}: source {s:?} is not a CIDR"
+            );
+        }
+        assert!(
+            clients.iter().all(|c| c.name != name),
+            "{at}: client {name:?} appears twice"
+        );
+        clients.push(PolicyClient {
+            name,
+            token_sha256: token,
+            sources,
+            profile,
+        });
+    }
+    let mut profiles = std::collections::BTreeMap::new();
+    let profile_items = table
+        .get("profile")
+        .and_then(toml::Value::as_table)
+        .unwrap_or_else(|| panic!("{label}: needs [profile.*] tables"));
+    for (name, p) in profile_items {
+        let at = format!("{label}: profile.{name}");
+        let p = p
+            .as_table()
+            .unwrap_or_else(|| panic!("{at} is not a table"));
+        only_keys(&at, p, &["allow", "deny", "allow_private"]);
+        assert!(p.contains_key("allow"), "{at}: needs allow (even empty)");
+        let lists = PolicyProfile {
+            allow: toml_strings(&at, "allow", p.get("allow")),
+            deny: toml_strings(&at, "deny", p.get("deny")),
+            allow_private: toml_strings(&at, "allow_private", p.get("allow_private")),
+        };
+        for cidr in &lists.allow_private {
+            assert!(
+                cidr.parse::<ipnet::IpNet>().is_ok(),
+                "{at}: allow_private {cidr:?} is not a CIDR"
+            );
+        }
+        profiles.insert(name.clone(), lists);
+    }
+    PolicyDoc {
+        mode,
+        clients,
+        profiles,
+    }
+}
+
+/// A host pattern without its port: `files.pythonhosted.org:443` → `files.pythonhosted.org`.
+fn pattern_host(pattern: &str) -> &str {
+    match pattern.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.parse::<u16>().is_ok() => host,
+        _ => pattern,
+    }
+}
+
+fn client<'a>(doc: &'a PolicyDoc, label: &str, name: &str) -> &'a PolicyClient {
+    doc.clients
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("{label}: no [[client]] named {name:?}"))
+}
+
+/// What both policy files promise: default deny, the seed's browse and code profiles.
+fn assert_default_deny_and_the_seed_profiles(label: &str, doc: &PolicyDoc) {
+    for c in &doc.clients {
+        assert!(
+            doc.profiles.contains_key(&c.profile),
+            "{label}: client {} names profile {:?}, which does not exist",
+            c.name,
+            c.profile
+        );
+    }
+    let default = doc
+        .profiles
+        .get("default")
+        .unwrap_or_else(|| panic!("{label}: needs [profile.default] (clients that match nothing)"));
+    assert!(
+        default.allow.is_empty() && default.allow_private.is_empty(),
+        "{label}: profile.default must allow nothing"
+    );
+    for sandbox in SANDBOXES {
+        assert!(
+            client(doc, label, sandbox).token_sha256.is_some(),
+            "{label}: {sandbox} needs a token_sha256"
+        );
+    }
+
+    let browse = &doc.profiles[&client(doc, label, "browser-sandbox").profile];
+    assert_eq!(
+        browse.allow,
+        ["*"],
+        "{label}: the browser sandbox may browse"
+    );
+    assert!(
+        browse.deny.iter().any(|d| d == "*.internal"),
+        "{label}: the browser sandbox may not reach *.internal"
+    );
+
+    let code = &doc.profiles[&client(doc, label, "code-sandbox").profile];
+    let hosts: BTreeSet<&str> = code.allow.iter().map(|p| pattern_host(p)).collect();
+    assert_eq!(
+        hosts,
+        CODE_PROFILE_HOSTS.into_iter().collect::<BTreeSet<_>>(),
+        "{label}: the code sandbox may reach exactly the LLM APIs and the package registries"
+    );
+    assert!(
+        code.allow_private.is_empty(),
+        "{label}: the code sandbox reaches no private address"
+    );
+}
+
+fn sha256_hex(text: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn the_example_policy_tells_the_seed_story() {
+    let path = repo().join(POLICY_EXAMPLE);
+    let doc = policy_doc(&path);
+    let label = POLICY_EXAMPLE;
+    assert_eq!(doc.mode, "enforce");
+    assert_default_deny_and_the_seed_profiles(label, &doc);
+    let names: Vec<&str> = doc.clients.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, SANDBOXES, "{label}: the seed's two sandboxes");
+    let browser = client(&doc, label, "browser-sandbox");
+    assert_eq!(browser.profile, "browse");
+    assert_eq!(browser.sources, ["172.30.1.0/24"]);
+    assert_eq!(client(&doc, label, "code-sandbox").profile, "code");
+    assert_eq!(
+        doc.profiles["code"].allow,
+        [
+            "api.anthropic.com",
+            "api.openai.com",
+            "pypi.org",
+            "files.pythonhosted.org:443",
+            "registry.npmjs.org"
+        ],
+        "{label}: the issue's code profile"
+    );
+    // The example tokens its comments name are the ones hashed (and obviously examples).
+    let text = read(POLICY_EXAMPLE);
+    for (name, token) in [
+        ("browser-sandbox", "browser-example-token"),
+        ("code-sandbox", "code-example-token"),
+    ] {
+        assert!(
+            text.contains(token),
+            "{label}: names the example token {token}"
+        );
+        assert_eq!(
+            client(&doc, label, name).token_sha256.as_deref(),
+            Some(sha256_hex(token).as_str()),
+            "{label}: {name}'s token_sha256 is not sha256({token})"
+        );
+    }
+    assert!(
+        text.contains("printf %s \"$TOKEN\" | sha256sum"),
+        "{label}: says how to make a hash"
+    );
+}
+
+#[test]
+fn the_stack_policy_denies_by_default_and_knows_every_proxy_user() {
+    let compose = compose();
+    let path = mounted_policy(&compose);
+    let label = path.display().to_string();
+    let doc = policy_doc(&path);
+    assert_eq!(doc.mode, "enforce", "{label}: the stack enforces");
+    assert_default_deny_and_the_seed_profiles(&label, &doc);
+
+    for name in std::iter::once("gateway").chain(SANDBOXES) {
+        let url = assert_proxies_through_llmtap(&compose, name);
+        let token = client(&doc, &label, &url.user)
+            .token_sha256
+            .as_deref()
+            .unwrap_or_else(|| panic!("{label}: client {} needs a token_sha256", url.user));
+        // Out of the box (no .env), compose uses the password's default: it must be the one
+        // the policy's hash was made from, or the stack answers 407.
+        if let Some(default) = compose_default(&url.password) {
+            assert_eq!(
+                sha256_hex(&default),
+                token,
+                "{name}: the default proxy password does not match {label}'s token_sha256 of {}",
+                url.user
+            );
+        }
+    }
+
+    // The gateway may reach exactly the hosts llmtap intercepts, on 443.
+    let gateway_user = assert_proxies_through_llmtap(&compose, "gateway").user;
+    let llm = &doc.profiles[&client(&doc, &label, &gateway_user).profile];
+    let llm_hosts: BTreeSet<String> =
+        env_required(service(&compose, "llmtap"), "llmtap", "PROXY_LLM_HOSTS")
+            .split(',')
+            .map(|h| format!("{}:443", h.trim()))
+            .collect();
+    assert_eq!(
+        llm.allow.iter().cloned().collect::<BTreeSet<_>>(),
+        llm_hosts,
+        "{label}: the gateway's profile allows exactly PROXY_LLM_HOSTS on 443"
+    );
+    assert!(llm.deny.is_empty() && llm.allow_private.is_empty());
+}
+
+/// Both policy files load through llmtap's own parser (what `--policy` does at start).
+#[test]
+fn policy_files_load_through_the_llmtap_parser() {
+    let compose = compose();
+    for path in [repo().join(POLICY_EXAMPLE), mounted_policy(&compose)] {
+        let set = llmtap::policy::PolicySet::load(&path)
+            .unwrap_or_else(|e| panic!("llmtap refuses {}: {e}", path.display()));
+        assert_eq!(
+            set.mode,
+            llmtap::policy::Mode::Enforce,
+            "{}",
+            path.display()
+        );
+        let names = set.client_names();
+        for sandbox in SANDBOXES {
+            assert!(
+                names.iter().any(|n| n == sandbox),
+                "{}: llmtap loaded clients {names:?}, not {sandbox}",
+                path.display()
+            );
+        }
+    }
 }
 
 /// `repo[:tag][@digest]` has a tag other than latest, or a digest.
@@ -736,6 +1385,104 @@ fn dashboard_queries_use_only_names_llmtap_emits() {
     assert!(
         panels.iter().any(|p| p["type"] == "table"),
         "a table of recent calls"
+    );
+}
+
+/// What an audit record carries (Loki names): a query that only asks for these may count
+/// audit lines.
+const AUDIT_RECORD_NAMES: [&str; 14] = [
+    "llmtap_egress_decision",
+    "llmtap_egress_reason",
+    "llmtap_egress_route",
+    "llmtap_client_name",
+    "llmtap_client_profile",
+    "client_address",
+    "server_address",
+    "server_port",
+    "network_peer_address",
+    "network_peer_port",
+    "llmtap_egress_bytes_sent",
+    "llmtap_egress_bytes_received",
+    "llmtap_duration",
+    "error_type",
+];
+
+/// Audit records (one per connection decision) and call records share the stream: every query
+/// says which it counts. Audit queries filter on `llmtap_egress_decision`; call queries exclude
+/// audit lines (`llmtap_egress_decision = ""`) or require an attribute only calls carry.
+#[test]
+fn dashboard_tells_calls_from_egress_decisions() {
+    let dashboard = json(DASHBOARD);
+    let panels = dashboard["panels"].as_array().cloned().unwrap_or_default();
+    let audit = Regex::new(r#"\| llmtap_egress_decision (?:!= ""|=~? "[a-z_|]+")"#)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A line that has a name audit records never carry is a call line.
+    let present = Regex::new(r#"\| ([a-z0-9_]+) != """#).unwrap_or_else(|e| panic!("{e}"));
+    let is_call = |expr: &str| {
+        expr.contains(r#"| llmtap_egress_decision = """#)
+            || present
+                .captures_iter(expr)
+                .any(|c| !AUDIT_RECORD_NAMES.contains(&&c[1]))
+    };
+    let mut audit_exprs = Vec::new();
+    let mut call_exprs = Vec::new();
+    let mut egress_row_y = None;
+    for panel in &panels {
+        if panel["type"] == "row" && panel["title"] == "Egress" {
+            egress_row_y = panel["gridPos"]["y"].as_u64();
+        }
+        let title = panel["title"].as_str().unwrap_or_default().to_string();
+        let y = panel["gridPos"]["y"].as_u64().unwrap_or(0);
+        let mut exprs = Vec::new();
+        collect_strings(&panel["targets"], "expr", &mut exprs);
+        for expr in exprs {
+            let is_audit = audit.is_match(&expr);
+            assert!(
+                is_audit || is_call(&expr),
+                "panel {title:?}: a query that may count audit lines as calls: {expr}"
+            );
+            if is_audit {
+                audit_exprs.push((title.clone(), y, panel["type"].clone(), expr));
+            } else {
+                call_exprs.push(expr);
+            }
+        }
+    }
+    let row_y = egress_row_y.unwrap_or_else(|| panic!("the dashboard has no \"Egress\" row"));
+    for (title, y, _, expr) in &audit_exprs {
+        assert!(
+            *y > row_y,
+            "audit panel {title:?} is not in the Egress row: {expr}"
+        );
+    }
+    let has = |pred: &dyn Fn(&str, &serde_json::Value) -> bool| {
+        audit_exprs.iter().any(|(_, _, ty, e)| pred(e, ty))
+    };
+    assert!(
+        has(&|e, _| e.contains("sum by (llmtap_client_name, llmtap_egress_decision)")),
+        "a panel of decisions by client and decision"
+    );
+    assert!(
+        has(&|e, _| e.contains(r#"llmtap_egress_decision = "deny""#)
+            && e.contains("by (error_type")),
+        "a panel of denials by reason"
+    );
+    assert!(
+        has(&|e, ty| *ty == "table"
+            && e.contains("topk(")
+            && e.contains("server_address")
+            && e.contains("deny")),
+        "a table of the top denied hosts"
+    );
+    assert!(
+        has(&|e, _| e.contains(r#"llmtap_egress_decision = "would_deny""#)),
+        "a panel of what report mode would deny"
+    );
+    assert!(
+        call_exprs
+            .iter()
+            .any(|e| e.contains("by (llmtap_client_name)") && e.contains("gen_ai_")),
+        "a call panel broken down by client"
     );
 }
 

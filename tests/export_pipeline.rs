@@ -1,14 +1,16 @@
-//! The export pipeline against a real OTLP/HTTP receiver: batching, retries, drops, shutdown, redaction.
+//! The export pipeline against a real OTLP/HTTP receiver: batching, retries, drops, shutdown,
+//! redaction, and egress (audit) records next to call records.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/otlp_receiver.rs"]
 mod otlp_receiver;
 
 use bytes::Bytes;
+use llmtap::audit::{EgressDecision, EgressRecord};
 use llmtap::capture::{CapturedBody, Exchange, ExchangeSink, Outcome};
 use llmtap::export::attributes as key;
 use llmtap::export::stdout::SharedWriter;
-use llmtap::export::{ExportConfig, ExportFlags, ExportHandle, ExportStats, ProviderLookup};
+use llmtap::export::{ExportConfig, ExportFlags, ExportHandle, ExportStats};
 use llmtap::redact::{RedactionConfig, Redactor};
 use otlp_receiver::{OtlpReceiver, Reply, Val, down_endpoint};
 use std::collections::HashMap;
@@ -42,18 +44,9 @@ fn config_for(endpoint: Option<&str>) -> ExportConfig {
     config
 }
 
-fn provider_lookup() -> ProviderLookup {
-    Arc::new(|exchange: &Exchange| {
-        exchange
-            .host
-            .contains("anthropic")
-            .then(|| "anthropic".to_owned())
-    })
-}
-
 fn start(config: ExportConfig) -> ExportHandle {
     let redactor = Arc::new(Redactor::new(&RedactionConfig::default()).unwrap());
-    ExportHandle::start(config, redactor, provider_lookup()).unwrap()
+    ExportHandle::start(config, redactor).unwrap()
 }
 
 fn body(text: &str) -> CapturedBody {
@@ -89,8 +82,28 @@ fn exchange(id: u64) -> Exchange {
         response_facts: None,
         client_name: None,
         client_profile: None,
-        provider: None,
+        provider: Some("anthropic".into()),
         shape: llmtap::providers::ApiShape::AnthropicMessages,
+    }
+}
+
+/// A report-mode denial of a tunnel, as the proxy would submit it.
+fn egress(port: u16) -> EgressRecord {
+    EgressRecord {
+        started_at: SystemTime::now(),
+        decision: EgressDecision::WouldDeny,
+        reason: "code-sandbox (profile code): no rule allows example.com:443".into(),
+        route: "tunnel",
+        error_type: Some("policy".into()),
+        client_name: Some("code-sandbox".into()),
+        client_profile: Some("code".into()),
+        client_addr: "172.30.2.5:40123".parse().unwrap(),
+        server_address: "example.com".into(),
+        server_port: port,
+        peer_addr: Some("93.184.215.14:443".parse().unwrap()),
+        bytes_sent: 517,
+        bytes_received: 4096,
+        duration: Duration::from_millis(250),
     }
 }
 
@@ -367,6 +380,119 @@ async fn full_queue_drops_and_counts() {
 }
 
 #[tokio::test]
+async fn egress_and_call_records_share_the_pipeline() {
+    let receiver = OtlpReceiver::start().await;
+    let handle = start(config_for(Some(&receiver.endpoint())));
+    let sink: Arc<dyn ExchangeSink> = Arc::new(handle.clone());
+    let mut call = exchange(1);
+    call.client_name = Some("code-sandbox".into());
+    call.client_profile = Some("code".into());
+    sink.submit_egress(egress(443));
+    sink.submit(call);
+    let records = receiver.wait_for_records(2, WAIT).await;
+    let audit = records
+        .iter()
+        .find(|r| r.record.event_name == key::EVENT_EGRESS)
+        .expect("an llmtap.egress record");
+    let call = records
+        .iter()
+        .find(|r| r.record.event_name == key::EVENT_INFERENCE_DETAILS)
+        .expect("a gen_ai.client.inference.operation.details record");
+
+    assert_eq!(audit.record.event_name, "llmtap.egress");
+    assert_eq!(
+        (
+            audit.record.severity_number,
+            audit.record.severity_text.as_str()
+        ),
+        (13, "WARN")
+    );
+    assert_eq!(audit.resource["service.name"], Val::Str("llmtap".into()));
+    let attrs = audit.attrs();
+    let expect = [
+        (key::LLMTAP_EGRESS_DECISION, Val::Str("would_deny".into())),
+        (
+            key::LLMTAP_EGRESS_REASON,
+            Val::Str("code-sandbox (profile code): no rule allows example.com:443".into()),
+        ),
+        (key::LLMTAP_EGRESS_ROUTE, Val::Str("tunnel".into())),
+        (key::LLMTAP_CLIENT_NAME, Val::Str("code-sandbox".into())),
+        (key::LLMTAP_CLIENT_PROFILE, Val::Str("code".into())),
+        (key::CLIENT_ADDRESS, Val::Str("172.30.2.5".into())),
+        (key::SERVER_ADDRESS, Val::Str("example.com".into())),
+        (key::SERVER_PORT, Val::Int(443)),
+        (key::NETWORK_PEER_ADDRESS, Val::Str("93.184.215.14".into())),
+        (key::NETWORK_PEER_PORT, Val::Int(443)),
+        (key::LLMTAP_EGRESS_BYTES_SENT, Val::Int(517)),
+        (key::LLMTAP_EGRESS_BYTES_RECEIVED, Val::Int(4096)),
+        (key::LLMTAP_DURATION, Val::Double(0.25)),
+        (key::ERROR_TYPE, Val::Str("policy".into())),
+    ];
+    for (k, v) in &expect {
+        assert_eq!(attrs.get(*k), Some(v), "{k}");
+    }
+    assert_eq!(attrs.len(), expect.len(), "{attrs:?}");
+    assert!(
+        audit
+            .body()
+            .starts_with("would_deny tunnel code-sandbox -> example.com:443: "),
+        "{}",
+        audit.body()
+    );
+
+    assert_eq!(call.record.severity_number, 9);
+    let attrs = call.attrs();
+    assert_eq!(
+        attrs[key::LLMTAP_CLIENT_NAME],
+        Val::Str("code-sandbox".into())
+    );
+    assert_eq!(attrs[key::LLMTAP_CLIENT_PROFILE], Val::Str("code".into()));
+    assert_eq!(
+        attrs[key::GEN_AI_PROVIDER_NAME],
+        Val::Str("anthropic".into())
+    );
+    assert!(!attrs.contains_key(key::LLMTAP_EGRESS_DECISION));
+
+    let stats = handle.shutdown(WAIT).await;
+    assert_eq!((stats.submitted, stats.exported), (2, 2));
+}
+
+#[tokio::test]
+async fn full_queue_drops_and_counts_egress_records() {
+    let receiver = OtlpReceiver::start().await;
+    receiver.set_default(Reply::Stall);
+    let mut config = config_for(Some(&receiver.endpoint()));
+    config.queue_capacity = 2;
+    config.retry.request_timeout = Duration::from_secs(30);
+    let handle = start(config);
+    handle.submit_egress(egress(1));
+    // The worker is now stuck in a stalled export: the queue fills behind it.
+    receiver.wait_for_hits(1, WAIT).await;
+    let sink: Arc<dyn ExchangeSink> = Arc::new(handle.clone());
+    let started = Instant::now();
+    for port in 2..=40 {
+        sink.submit_egress(egress(port));
+    }
+    sink.submit(exchange(41));
+    assert!(started.elapsed() < Duration::from_millis(200));
+    let stats = handle.stats();
+    assert_eq!(stats.submitted, 41);
+    assert_eq!(stats.dropped_queue_full, 38);
+    assert_eq!(sink.stats()["dropped_queue_full"], 38);
+    assert_eq!((stats.queue_capacity, stats.queue_len), (2, 2));
+    // Shutdown gives up at the deadline; every egress record is accounted for.
+    let stats = handle.shutdown(Duration::from_millis(300)).await;
+    assert_eq!(
+        stats.exported
+            + stats.dropped_queue_full
+            + stats.dropped_export_failed
+            + stats.dropped_shutdown,
+        41,
+        "{stats:?}"
+    );
+}
+
+#[tokio::test]
 async fn shutdown_flushes_the_queue() {
     let receiver = OtlpReceiver::start().await;
     let mut config = config_for(Some(&receiver.endpoint()));
@@ -395,6 +521,8 @@ async fn no_key_reaches_the_wire() {
     );
     call.host = "generativelanguage.googleapis.com".into();
     call.path = "/v1beta/models/gemini-2.5-pro:generateContent".into();
+    call.provider = Some("gcp.gemini".into());
+    call.shape = llmtap::providers::ApiShape::GeminiGenerate;
     call.request_headers.extend([
         (
             "authorization".to_owned(),
@@ -472,8 +600,7 @@ async fn stdout_json_lines_without_endpoint() {
     let writer: SharedWriter = Arc::new(Mutex::new(Box::new(buffer.clone())));
     let redactor = Arc::new(Redactor::new(&RedactionConfig::default()).unwrap());
     let config = config_for(None);
-    let handle =
-        ExportHandle::start_with_writer(config, redactor, provider_lookup(), writer).unwrap();
+    let handle = ExportHandle::start_with_writer(config, redactor, writer).unwrap();
     let mut call = exchange(1);
     call.request_headers
         .push(("x-api-key".into(), ANTHROPIC_KEY.into()));

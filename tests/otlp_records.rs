@@ -105,9 +105,7 @@ impl Llmtap {
         // Ship each record promptly; tests wait for records, not for batch timers.
         export_config.batch.max_delay = Duration::from_millis(10);
         tune(&mut export_config);
-        let lookup = llmtap::route::provider_lookup(config.providers.clone());
-        let export =
-            ExportHandle::start(export_config, Arc::clone(&config.redactor), lookup).unwrap();
+        let export = ExportHandle::start(export_config, Arc::clone(&config.redactor)).unwrap();
         let proxy = llmtap::start(config, Arc::new(export.clone()))
             .await
             .unwrap();
@@ -819,6 +817,8 @@ fn attribute_names_are_the_specified_ones() {
         "gen_ai.usage.cache_creation.input_tokens",
         "gen_ai.usage.reasoning.output_tokens",
         "gen_ai.response.time_to_first_chunk",
+        "network.peer.address",
+        "network.peer.port",
     ];
     for name in spec {
         assert!(key::ALL.contains(&name), "{name} is not emitted");

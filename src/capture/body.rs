@@ -369,10 +369,10 @@ mod tests {
             outcome: Outcome::Complete,
             request_facts: None,
             response_facts: None,
-        client_name: None,
-        client_profile: None,
-        provider: None,
-        shape: crate::providers::ApiShape::Unknown,
+            client_name: None,
+            client_profile: None,
+            provider: None,
+            shape: crate::providers::ApiShape::Unknown,
         }
     }
 

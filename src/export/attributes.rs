@@ -1,4 +1,10 @@
-//! Attribute keys written on every log record: the single source of truth for names.
+//! Attribute keys and event names written on log records: the single source of truth for names.
+
+// OTLP `LogRecord.event_name`s.
+/// One LLM call: the GenAI semantic conventions' inference event.
+pub const EVENT_INFERENCE_DETAILS: &str = "gen_ai.client.inference.operation.details";
+/// One connection decision (the egress audit).
+pub const EVENT_EGRESS: &str = "llmtap.egress";
 
 // OTel HTTP / network semantic conventions.
 pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
@@ -11,6 +17,9 @@ pub const CLIENT_ADDRESS: &str = "client.address";
 pub const USER_AGENT_ORIGINAL: &str = "user_agent.original";
 pub const ERROR_TYPE: &str = "error.type";
 pub const NETWORK_PROTOCOL_VERSION: &str = "network.protocol.version";
+/// The IP address llmtap connected to for the client (egress records).
+pub const NETWORK_PEER_ADDRESS: &str = "network.peer.address";
+pub const NETWORK_PEER_PORT: &str = "network.peer.port";
 
 // OTel GenAI semantic conventions.
 pub const GEN_AI_PROVIDER_NAME: &str = "gen_ai.provider.name";
@@ -56,6 +65,20 @@ pub const LLMTAP_REQUEST_HEADERS: &str = "llmtap.request.headers";
 pub const LLMTAP_RESPONSE_HEADERS: &str = "llmtap.response.headers";
 /// Process-unique exchange id.
 pub const LLMTAP_EXCHANGE_ID: &str = "llmtap.exchange.id";
+/// The `[[client]]` the connection was identified as (call and egress records).
+pub const LLMTAP_CLIENT_NAME: &str = "llmtap.client.name";
+/// That client's policy profile.
+pub const LLMTAP_CLIENT_PROFILE: &str = "llmtap.client.profile";
+/// `allow`, `deny` or `would_deny` (report mode); present on every egress record.
+pub const LLMTAP_EGRESS_DECISION: &str = "llmtap.egress.decision";
+/// The rule that allowed the connection, or why it was (or would be) refused.
+pub const LLMTAP_EGRESS_REASON: &str = "llmtap.egress.reason";
+/// `tunnel`, `intercept` or `http`.
+pub const LLMTAP_EGRESS_ROUTE: &str = "llmtap.egress.route";
+/// Bytes the client sent through the connection.
+pub const LLMTAP_EGRESS_BYTES_SENT: &str = "llmtap.egress.bytes_sent";
+/// Bytes the client received through the connection.
+pub const LLMTAP_EGRESS_BYTES_RECEIVED: &str = "llmtap.egress.bytes_received";
 
 /// Every attribute key llmtap may emit, for tests that check dashboards and docs against it.
 pub const ALL: &[&str] = &[
@@ -69,6 +92,8 @@ pub const ALL: &[&str] = &[
     USER_AGENT_ORIGINAL,
     ERROR_TYPE,
     NETWORK_PROTOCOL_VERSION,
+    NETWORK_PEER_ADDRESS,
+    NETWORK_PEER_PORT,
     GEN_AI_PROVIDER_NAME,
     GEN_AI_OPERATION_NAME,
     GEN_AI_REQUEST_MODEL,
@@ -96,7 +121,17 @@ pub const ALL: &[&str] = &[
     LLMTAP_REQUEST_HEADERS,
     LLMTAP_RESPONSE_HEADERS,
     LLMTAP_EXCHANGE_ID,
+    LLMTAP_CLIENT_NAME,
+    LLMTAP_CLIENT_PROFILE,
+    LLMTAP_EGRESS_DECISION,
+    LLMTAP_EGRESS_REASON,
+    LLMTAP_EGRESS_ROUTE,
+    LLMTAP_EGRESS_BYTES_SENT,
+    LLMTAP_EGRESS_BYTES_RECEIVED,
 ];
+
+/// Every `event_name` llmtap may emit.
+pub const EVENTS: &[&str] = &[EVENT_INFERENCE_DETAILS, EVENT_EGRESS];
 
 /// The name Loki gives an attribute in structured metadata (dots become underscores).
 pub fn loki_name(key: &str) -> String {

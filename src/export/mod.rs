@@ -1,13 +1,17 @@
-//! Turning exchanges into OTLP log records and shipping them through a bounded queue.
+//! Turning exchanges and connection decisions into OTLP log records and shipping them through
+//! a bounded queue.
 //!
-//! The proxy calls [`ExportHandle::submit`], which only `try_send`s into a bounded queue:
-//! when the queue is full the exchange is dropped and counted, and a warning is logged once
-//! per burst of drops. One worker task drains the queue in batches (count, size, delay),
-//! builds the records on the blocking pool, and ships them over OTLP/HTTP (see `otlp`) or
-//! to stdout as JSON lines when no endpoint is configured (see `stdout`).
+//! The proxy calls [`ExportHandle::submit`] for each LLM call and
+//! [`ExportHandle::submit_egress`] for each connection decision; both only `try_send` into the
+//! same bounded queue: when it is full the record is dropped and counted, and a warning is
+//! logged once per burst of drops. One worker task drains the queue in batches (count, size,
+//! delay), builds the records on the blocking pool (`record` for calls, `egress` for
+//! decisions), and ships them over OTLP/HTTP (see `otlp`) or to stdout as JSON lines when no
+//! endpoint is configured (see `stdout`).
 
 pub mod attributes;
 pub mod config;
+pub mod egress;
 pub mod otlp;
 pub mod record;
 pub mod stdout;
@@ -17,6 +21,7 @@ pub use config::{
     BatchConfig, Destination, ExportConfig, ExportConfigError, ExportFlags, RetryConfig,
     process_env,
 };
+pub use egress::build_egress_record;
 pub use record::{AttrValue, LogRecordData, RecordContext, Severity, build_record};
 
 use serde::Serialize;
@@ -29,14 +34,21 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::audit::EgressRecord;
 use crate::capture::{Exchange, ExchangeSink};
 use crate::redact::Redactor;
 use otlp::{OtlpClient, OtlpSetupError};
 use stdout::SharedWriter;
 use worker::{RecordBuilder, Sink, Worker};
 
-/// Decides `gen_ai.provider.name` for an exchange (the host map, falling back to the path shape).
-pub type ProviderLookup = Arc<dyn Fn(&Exchange) -> Option<String> + Send + Sync>;
+/// One item of the export queue (boxed: the queue moves pointers, not ~800-byte structs).
+#[derive(Debug)]
+pub(crate) enum Record {
+    /// One LLM call (`gen_ai.client.inference.operation.details`).
+    Call(Box<Exchange>),
+    /// One connection decision (`llmtap.egress`).
+    Egress(Box<EgressRecord>),
+}
 
 /// Why the export pipeline could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,15 +62,15 @@ pub enum ExportError {
 /// Export counters as shown on `/healthz` and in the proxy's log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ExportStats {
-    /// Exchanges handed to `submit`.
+    /// Records handed to `submit` or `submit_egress`.
     pub submitted: u64,
     /// Records the destination accepted.
     pub exported: u64,
-    /// Exchanges dropped because the queue was full.
+    /// Records dropped because the queue was full.
     pub dropped_queue_full: u64,
     /// Records dropped because the destination refused them or retries ran out.
     pub dropped_export_failed: u64,
-    /// Exchanges submitted after shutdown began, or still queued when its deadline passed.
+    /// Records submitted after shutdown began, or still queued when its deadline passed.
     pub dropped_shutdown: u64,
     /// Export attempts that were retries.
     pub export_retries: u64,
@@ -75,7 +87,7 @@ pub(crate) struct Counters {
     pub dropped_export_failed: AtomicU64,
     pub dropped_shutdown: AtomicU64,
     pub export_retries: AtomicU64,
-    /// True while the queue is refusing exchanges: the warning is logged once per burst.
+    /// True while the queue is refusing records: the warning is logged once per burst.
     dropping: AtomicBool,
     burst_drops: AtomicU64,
 }
@@ -87,7 +99,7 @@ pub struct ExportHandle {
 }
 
 struct Inner {
-    tx: mpsc::Sender<Exchange>,
+    tx: mpsc::Sender<Record>,
     counters: Arc<Counters>,
     control: Mutex<Option<Control>>,
 }
@@ -102,16 +114,14 @@ impl ExportHandle {
     pub fn start(
         config: ExportConfig,
         redactor: Arc<Redactor>,
-        provider: ProviderLookup,
     ) -> Result<ExportHandle, ExportError> {
-        Self::start_with_writer(config, redactor, provider, stdout::stdout_writer())
+        Self::start_with_writer(config, redactor, stdout::stdout_writer())
     }
 
     /// Like [`start`](Self::start), with JSON lines going to `writer` when there is no endpoint.
     pub fn start_with_writer(
         config: ExportConfig,
         redactor: Arc<Redactor>,
-        provider: ProviderLookup,
         writer: SharedWriter,
     ) -> Result<ExportHandle, ExportError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ExportError::NoRuntime)?;
@@ -136,7 +146,6 @@ impl ExportHandle {
             shutdown: shutdown_rx,
             builder: Arc::new(RecordBuilder {
                 redactor,
-                provider,
                 max_record_bytes: config.max_record_bytes,
                 body_decode_limit: config.body_decode_limit,
                 resource: config.resource,
@@ -162,9 +171,19 @@ impl ExportHandle {
 
     /// Queues an exchange for export; never blocks, never awaits. A full queue drops it (counted).
     pub fn submit(&self, exchange: Exchange) {
+        self.enqueue(Record::Call(Box::new(exchange)));
+    }
+
+    /// Queues a connection decision (`llmtap.egress`), exactly like [`submit`](Self::submit):
+    /// same queue, same counters, same drop warning.
+    pub fn submit_egress(&self, record: EgressRecord) {
+        self.enqueue(Record::Egress(Box::new(record)));
+    }
+
+    fn enqueue(&self, record: Record) {
         let counters = &self.inner.counters;
         counters.submitted.fetch_add(1, Relaxed);
-        match self.inner.tx.try_send(exchange) {
+        match self.inner.tx.try_send(record) {
             Ok(()) => {
                 if counters.dropping.swap(false, Relaxed) {
                     let dropped = counters.burst_drops.swap(0, Relaxed);
@@ -204,7 +223,7 @@ impl ExportHandle {
         }
     }
 
-    /// Stops accepting exchanges and flushes the queue, giving up after `deadline`.
+    /// Stops accepting records and flushes the queue, giving up after `deadline`.
     /// What is still unexported then is counted in `dropped_shutdown`. Later calls only report.
     pub async fn shutdown(self, deadline: Duration) -> ExportStats {
         let control = self
@@ -250,9 +269,8 @@ impl ExchangeSink for ExportHandle {
         ExportHandle::submit(self, exchange);
     }
 
-    fn submit_egress(&self, record: crate::audit::EgressRecord) {
-        // SKELETON (helper B): audit records through the same queue.
-        let _ = record;
+    fn submit_egress(&self, record: EgressRecord) {
+        ExportHandle::submit_egress(self, record);
     }
 
     fn stats(&self) -> serde_json::Value {

@@ -79,6 +79,7 @@ pub fn encode_request(resource: &[(String, String)], records: &[LogRecordData]) 
 
 fn to_proto(record: &LogRecordData) -> LogRecord {
     LogRecord {
+        event_name: record.event_name.to_owned(),
         time_unix_nano: unix_nanos(record.timestamp),
         observed_time_unix_nano: unix_nanos(record.observed_timestamp),
         severity_number: record.severity.number(),
@@ -454,6 +455,7 @@ mod tests {
     #[test]
     fn encoding_round_trips() {
         let record = LogRecordData {
+            event_name: "llmtap.egress",
             timestamp: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             observed_timestamp: UNIX_EPOCH + Duration::from_secs(1_700_000_001),
             severity: Severity::Warn,
@@ -475,6 +477,7 @@ mod tests {
         assert_eq!(scope_logs.scope.as_ref().unwrap().name, "llmtap");
         let log = &scope_logs.log_records[0];
         assert_eq!(log.time_unix_nano, 1_700_000_000_000_000_000);
+        assert_eq!(log.event_name, "llmtap.egress");
         assert_eq!(
             (log.severity_number, log.severity_text.as_str()),
             (13, "WARN")

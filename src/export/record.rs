@@ -1,5 +1,8 @@
 //! Pure mapping of one `Exchange` to one redacted log record that fits Loki's limits.
 //!
+//! The record's `event_name` is `gen_ai.client.inference.operation.details`. Provider and API
+//! shape come from the exchange (decided once by the proxy), never re-derived here.
+//!
 //! The log body (Loki's log line) is a compact JSON document:
 //!
 //! ```json
@@ -24,8 +27,8 @@ use crate::redact::Redactor;
 
 /// Cap on `url.full`: long enough for any real API URL, short enough for structured metadata.
 const MAX_URL_BYTES: usize = 4 * 1024;
-/// Cap on one-line string facts (user agent, model names, ids, error type).
-const MAX_SHORT_BYTES: usize = 1024;
+/// Cap on one-line string facts (user agent, model names, ids, error type, client names).
+pub(super) const MAX_SHORT_BYTES: usize = 1024;
 /// Cap on the provider's error message.
 const MAX_ERROR_MESSAGE_BYTES: usize = 4 * 1024;
 /// Cap on each headers JSON attribute; two of them plus the rest stay far below Loki's 64 KB.
@@ -105,12 +108,15 @@ impl Severity {
 /// One finished log record, independent of the wire format (OTLP or stdout JSON).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogRecordData {
-    /// When the request started.
+    /// OTLP `event_name`: one of `attributes::EVENTS`.
+    pub event_name: &'static str,
+    /// When the request (or connection) started.
     pub timestamp: SystemTime,
     /// When the record was built.
     pub observed_timestamp: SystemTime,
     pub severity: Severity,
-    /// The JSON document described in the module docs.
+    /// The log line: the JSON document described in the module docs for a call, one short
+    /// human line for an egress record.
     pub body: String,
     pub attributes: Vec<(&'static str, AttrValue)>,
 }
@@ -133,8 +139,6 @@ impl LogRecordData {
 /// Everything besides the exchange that shapes a record.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordContext<'a> {
-    /// `gen_ai.provider.name`, decided by the caller from the host map.
-    pub provider_name: Option<&'a str>,
     pub redactor: &'a Redactor,
     /// Upper bound for body + attributes (`--max-record-bytes`).
     pub max_record_bytes: usize,
@@ -144,7 +148,7 @@ pub struct RecordContext<'a> {
 
 /// Builds the record for one exchange. Never fails: what cannot be known is left out.
 pub fn build_record(exchange: &Exchange, ctx: &RecordContext<'_>) -> LogRecordData {
-    let shape = ApiShape::from_path(&exchange.path);
+    let shape = exchange.shape;
     let request = LoggedBody::decode(&exchange.request_body, ctx);
     // The proxy parsed the whole request as it passed; the captured copy is the fallback.
     let request_facts = match (&exchange.request_facts, &request.decoded) {
@@ -155,13 +159,7 @@ pub fn build_record(exchange: &Exchange, ctx: &RecordContext<'_>) -> LogRecordDa
     let response = LoggedBody::decode(&exchange.response_body, ctx);
     let mut attrs = Attrs::default();
     http_attributes(&mut attrs, exchange, ctx.redactor);
-    genai_attributes(
-        &mut attrs,
-        exchange,
-        shape,
-        &request_facts,
-        ctx.provider_name,
-    );
+    genai_attributes(&mut attrs, exchange, shape, &request_facts);
     llmtap_attributes(&mut attrs, exchange, ctx.redactor);
     // The OTLP framing (tags, lengths, timestamps) of every attribute, the 3 flags included.
     let framing = RECORD_FRAMING + (attrs.0.len() + 3) * ATTRIBUTE_FRAMING;
@@ -181,6 +179,7 @@ pub fn build_record(exchange: &Exchange, ctx: &RecordContext<'_>) -> LogRecordDa
     );
     attrs.push(key::LLMTAP_RECORD_TRIMMED, AttrValue::Bool(fitted.trimmed));
     LogRecordData {
+        event_name: key::EVENT_INFERENCE_DETAILS,
         timestamp: exchange.started_at,
         observed_timestamp: SystemTime::now(),
         severity: Severity::for_exchange(exchange.status, &exchange.outcome),
@@ -191,30 +190,31 @@ pub fn build_record(exchange: &Exchange, ctx: &RecordContext<'_>) -> LogRecordDa
 
 /// Attribute list under construction; unknown values are skipped, never written as 0 or "".
 #[derive(Default)]
-struct Attrs(Vec<(&'static str, AttrValue)>);
+pub(super) struct Attrs(pub(super) Vec<(&'static str, AttrValue)>);
 
 impl Attrs {
-    fn push(&mut self, name: &'static str, value: AttrValue) {
+    pub(super) fn push(&mut self, name: &'static str, value: AttrValue) {
         self.0.push((name, value));
     }
 
-    fn str(&mut self, name: &'static str, value: Option<&str>, cap: usize) {
+    pub(super) fn str(&mut self, name: &'static str, value: Option<&str>, cap: usize) {
         if let Some(value) = value.filter(|v| !v.is_empty()) {
             self.push(name, AttrValue::Str(cut_with_ellipsis(value, cap)));
         }
     }
 
-    fn short(&mut self, name: &'static str, value: Option<&str>) {
+    /// A string capped at [`MAX_SHORT_BYTES`].
+    pub(super) fn short(&mut self, name: &'static str, value: Option<&str>) {
         self.str(name, value, MAX_SHORT_BYTES);
     }
 
-    fn int(&mut self, name: &'static str, value: Option<i64>) {
+    pub(super) fn int(&mut self, name: &'static str, value: Option<i64>) {
         if let Some(value) = value {
             self.push(name, AttrValue::Int(value));
         }
     }
 
-    fn seconds(&mut self, name: &'static str, value: Option<Duration>) {
+    pub(super) fn seconds(&mut self, name: &'static str, value: Option<Duration>) {
         if let Some(value) = value {
             self.push(name, AttrValue::Double(value.as_secs_f64()));
         }
@@ -259,9 +259,8 @@ fn genai_attributes(
     exchange: &Exchange,
     shape: ApiShape,
     request: &RequestFacts,
-    provider_name: Option<&str>,
 ) {
-    attrs.short(key::GEN_AI_PROVIDER_NAME, provider_name);
+    attrs.short(key::GEN_AI_PROVIDER_NAME, exchange.provider.as_deref());
     attrs.short(key::GEN_AI_OPERATION_NAME, shape.operation_name());
     attrs.short(key::GEN_AI_REQUEST_MODEL, request.model.as_deref());
     if let Some(stream) = request.stream {
@@ -309,6 +308,11 @@ fn response_attributes(attrs: &mut Attrs, facts: &ResponseFacts) {
 
 fn llmtap_attributes(attrs: &mut Attrs, exchange: &Exchange, redactor: &Redactor) {
     attrs.int(key::LLMTAP_EXCHANGE_ID, Some(saturating_i64(exchange.id)));
+    attrs.short(key::LLMTAP_CLIENT_NAME, exchange.client_name.as_deref());
+    attrs.short(
+        key::LLMTAP_CLIENT_PROFILE,
+        exchange.client_profile.as_deref(),
+    );
     attrs.str(
         key::LLMTAP_OUTCOME,
         Some(exchange.outcome.as_str()),
@@ -404,7 +408,7 @@ fn attributes_size(attrs: &[(&'static str, AttrValue)]) -> usize {
     attrs.iter().map(|(k, v)| k.len() + v.size_hint()).sum()
 }
 
-fn saturating_i64(value: u64) -> i64 {
+pub(super) fn saturating_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
@@ -610,7 +614,7 @@ fn cut_escaped(s: &str, budget: usize) -> &str {
 }
 
 /// `s` cut on a char boundary to at most `max` bytes, with `…` marking the cut.
-fn cut_with_ellipsis(s: &str, max: usize) -> String {
+pub(super) fn cut_with_ellipsis(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
     }

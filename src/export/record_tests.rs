@@ -76,10 +76,9 @@ fn anthropic_exchange() -> Exchange {
     }
 }
 
-fn build(exchange: &Exchange, provider: Option<&str>, max_record_bytes: usize) -> LogRecordData {
+fn build(exchange: &Exchange, max_record_bytes: usize) -> LogRecordData {
     let redactor = redactor();
     let ctx = RecordContext {
-        provider_name: provider,
         redactor: &redactor,
         max_record_bytes,
         body_decode_limit: max_record_bytes * 2,
@@ -137,12 +136,16 @@ fn severity_table() {
 
 #[test]
 fn full_record_for_a_json_call() {
-    let record = build(&anthropic_exchange(), Some("anthropic"), 256 * 1024);
+    let record = build(&anthropic_exchange(), 256 * 1024);
     assert_eq!(
         record.timestamp,
         UNIX_EPOCH + Duration::from_secs(1_700_000_000)
     );
     assert_eq!(record.severity, Severity::Info);
+    assert_eq!(
+        record.event_name,
+        "gen_ai.client.inference.operation.details"
+    );
     let expect_str = [
         (key::HTTP_REQUEST_METHOD, "POST"),
         (key::URL_FULL, "https://api.anthropic.com/v1/messages"),
@@ -197,6 +200,9 @@ fn full_record_for_a_json_call() {
         key::ERROR_TYPE,
         key::LLMTAP_ERROR_MESSAGE,
         key::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+        // Not identified: left out, never "".
+        key::LLMTAP_CLIENT_NAME,
+        key::LLMTAP_CLIENT_PROFILE,
     ] {
         assert_eq!(record.attribute(absent), None, "{absent}");
     }
@@ -231,7 +237,9 @@ fn every_key_is_declared() {
         facts.is_stream = true;
         facts.usage.reasoning_output_tokens = Some(5);
     }
-    let record = build(&exchange, Some("anthropic"), 256 * 1024);
+    exchange.client_name = Some("code-sandbox".into());
+    exchange.client_profile = Some("code".into());
+    let record = build(&exchange, 256 * 1024);
     for (k, _) in &record.attributes {
         assert!(ALL.contains(k), "{k} missing from attributes::ALL");
     }
@@ -243,10 +251,46 @@ fn every_key_is_declared() {
 }
 
 #[test]
+fn client_identity_is_recorded_and_capped() {
+    let mut exchange = anthropic_exchange();
+    exchange.client_name = Some("code-sandbox".into());
+    exchange.client_profile = Some("code".into());
+    let record = build(&exchange, 256 * 1024);
+    assert_eq!(
+        str_attr(&record, key::LLMTAP_CLIENT_NAME),
+        Some("code-sandbox")
+    );
+    assert_eq!(str_attr(&record, key::LLMTAP_CLIENT_PROFILE), Some("code"));
+    assert_eq!(record.event_name, key::EVENT_INFERENCE_DETAILS);
+    // The user name of the proxy credentials is the client's to choose.
+    exchange.client_name = Some("n".repeat(50_000));
+    let record = build(&exchange, 256 * 1024);
+    let name = str_attr(&record, key::LLMTAP_CLIENT_NAME).unwrap();
+    assert!(name.len() <= MAX_SHORT_BYTES && name.ends_with('…'));
+}
+
+#[test]
+fn provider_and_shape_come_from_the_exchange() {
+    // The exporter reads what the proxy decided; host and path are not looked at again.
+    let mut exchange = anthropic_exchange();
+    exchange.provider = Some("azure.ai.openai".into());
+    exchange.shape = ApiShape::OpenAiChat;
+    exchange.request_body = body(r#"{"model":"gpt-5","messages":[]}"#);
+    let record = build(&exchange, 256 * 1024);
+    assert_eq!(
+        str_attr(&record, key::GEN_AI_PROVIDER_NAME),
+        Some("azure.ai.openai")
+    );
+    assert_eq!(str_attr(&record, key::GEN_AI_OPERATION_NAME), Some("chat"));
+    assert_eq!(str_attr(&record, key::GEN_AI_REQUEST_MODEL), Some("gpt-5"));
+}
+
+#[test]
 fn stream_gets_time_to_first_chunk() {
     let mut exchange = anthropic_exchange();
     exchange.request_body = body(r#"{"model":"m","stream":true}"#);
-    let record = build(&exchange, None, 256 * 1024);
+    exchange.provider = None;
+    let record = build(&exchange, 256 * 1024);
     assert_eq!(
         record.attribute(key::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK),
         Some(&AttrValue::Double(0.35))
@@ -266,7 +310,7 @@ fn transport_error_leaves_unknowns_out() {
         kind: "connect".into(),
         message: "connection refused".into(),
     };
-    let record = build(&exchange, Some("anthropic"), 256 * 1024);
+    let record = build(&exchange, 256 * 1024);
     assert_eq!(record.severity, Severity::Error);
     assert_eq!(str_attr(&record, key::ERROR_TYPE), Some("connect"));
     assert_eq!(
@@ -300,7 +344,7 @@ fn error_type_precedence() {
         facts.error_type = Some("rate_limit_error".into());
         facts.error_message = Some(format!("slow down, key {ANTHROPIC_KEY}"));
     }
-    let record = build(&exchange, None, 256 * 1024);
+    let record = build(&exchange, 256 * 1024);
     assert_eq!(record.severity, Severity::Warn);
     assert_eq!(str_attr(&record, key::ERROR_TYPE), Some("rate_limit_error"));
     assert_eq!(
@@ -310,12 +354,12 @@ fn error_type_precedence() {
 
     exchange.status = Some(502);
     exchange.response_facts = None;
-    let record = build(&exchange, None, 256 * 1024);
+    let record = build(&exchange, 256 * 1024);
     assert_eq!(str_attr(&record, key::ERROR_TYPE), Some("502"));
 
     exchange.status = None;
     exchange.outcome = Outcome::ClientAborted;
-    let record = build(&exchange, None, 256 * 1024);
+    let record = build(&exchange, 256 * 1024);
     assert_eq!(str_attr(&record, key::ERROR_TYPE), Some("client_aborted"));
 }
 
@@ -324,8 +368,9 @@ fn unknown_shape_has_http_facts_only() {
     let mut exchange = anthropic_exchange();
     exchange.path = "/v1/models".into();
     exchange.url = "https://api.anthropic.com/v1/models".into();
+    exchange.shape = ApiShape::Unknown;
     exchange.response_facts = None;
-    let record = build(&exchange, Some("anthropic"), 256 * 1024);
+    let record = build(&exchange, 256 * 1024);
     assert_eq!(record.attribute(key::GEN_AI_OPERATION_NAME), None);
     assert_eq!(record.attribute(key::GEN_AI_REQUEST_MODEL), None);
     assert_eq!(
@@ -358,7 +403,7 @@ fn keys_leave_no_trace() {
     exchange
         .response_headers
         .push(("set-cookie".into(), format!("k={GOOGLE_KEY}")));
-    let record = build(&exchange, None, 256 * 1024);
+    let record = build(&exchange, 256 * 1024);
     let mut everything = record.body.clone();
     for (_, value) in &record.attributes {
         everything.push_str(&format!("{value:?}"));
@@ -392,7 +437,7 @@ fn key_split_by_the_capture_cap_leaves_no_fragment() {
         truncated: true,
         content_encoding: None,
     };
-    let record = build(&exchange, None, 256 * 1024);
+    let record = build(&exchange, 256 * 1024);
     let doc = body_doc(&record);
     let logged = doc["request"]["body"].as_str().unwrap();
     assert!(logged.ends_with("here: "), "{logged}");
@@ -411,7 +456,7 @@ fn key_split_by_the_capture_cap_leaves_no_fragment() {
 fn undecodable_body_is_explained() {
     let mut exchange = anthropic_exchange();
     exchange.response_body.content_encoding = Some("x-unknown".into());
-    let record = build(&exchange, None, 256 * 1024);
+    let record = build(&exchange, 256 * 1024);
     let doc = body_doc(&record);
     assert!(doc["response"].get("body").is_none());
     assert!(
@@ -443,7 +488,7 @@ fn big_bodies_are_trimmed_to_fit() {
         exchange.request_body = body(&"a".repeat(request_len));
         exchange.response_body = body(&"b".repeat(response_len));
         let max = 256 * 1024;
-        let record = build(&exchange, None, max);
+        let record = build(&exchange, max);
         assert_fits(&record, max);
         assert_eq!(
             record.attribute(key::LLMTAP_RECORD_TRIMMED),
@@ -484,7 +529,7 @@ fn escaping_and_multibyte_text_still_fits() {
     exchange.request_body = body(&nasty);
     exchange.response_body = body(&nasty);
     for max in [64 * 1024, 100_003, 256 * 1024] {
-        let record = build(&exchange, None, max);
+        let record = build(&exchange, max);
         assert_fits(&record, max);
         let doc = body_doc(&record);
         let logged = doc["request"]["body"].as_str().unwrap();
@@ -509,7 +554,7 @@ fn attributes_stay_small() {
         facts.error_message = Some("e".repeat(100_000));
         facts.finish_reasons = vec!["r".repeat(5000); 3];
     }
-    let record = build(&exchange, None, 256 * 1024);
+    let record = build(&exchange, 256 * 1024);
     let attributes_size: usize = record
         .attributes
         .iter()

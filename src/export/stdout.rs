@@ -1,10 +1,12 @@
-//! The sink used when no OTLP endpoint is set: one JSON object per exchange, one per line.
+//! The sink used when no OTLP endpoint is set: one JSON object per record, one per line.
 //!
 //! Each line carries the same fields as the OTLP record:
-//! `{"time_unix_nano":…,"observed_time_unix_nano":…,"severity_number":9,"severity_text":"INFO",
+//! `{"event_name":"gen_ai.client.inference.operation.details","time_unix_nano":…,
+//!   "observed_time_unix_nano":…,"severity_number":9,"severity_text":"INFO",
 //!   "body":{"request":{…},"response":{…}},"attributes":{"gen_ai.request.model":"…",…},
 //!   "resource":{"service.name":"llmtap",…},"scope":"llmtap"}`.
-//! The body is embedded as the JSON object it is (not as an escaped string) so it reads well.
+//! A call's body is embedded as the JSON object it is (not as an escaped string) so it reads
+//! well; an egress record's body (`"event_name":"llmtap.egress"`) is its one-line string.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -24,6 +26,7 @@ pub fn stdout_writer() -> SharedWriter {
 
 #[derive(Serialize)]
 struct Line {
+    event_name: &'static str,
     time_unix_nano: u64,
     observed_time_unix_nano: u64,
     severity_number: i32,
@@ -53,6 +56,7 @@ pub fn render_line(resource: &[(String, String)], record: &LogRecordData) -> Str
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
     let line = Line {
+        event_name: record.event_name,
         time_unix_nano: unix_nanos(record.timestamp),
         observed_time_unix_nano: unix_nanos(record.observed_timestamp),
         severity_number: record.severity.number(),
@@ -93,6 +97,7 @@ mod tests {
     #[test]
     fn line_shape() {
         let record = LogRecordData {
+            event_name: "gen_ai.client.inference.operation.details",
             timestamp: UNIX_EPOCH + Duration::from_secs(2),
             observed_timestamp: UNIX_EPOCH + Duration::from_secs(3),
             severity: Severity::Error,
@@ -107,6 +112,7 @@ mod tests {
         };
         let line = render_line(&[("service.name".into(), "llmtap".into())], &record);
         let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["event_name"], "gen_ai.client.inference.operation.details");
         assert_eq!(v["time_unix_nano"], 2_000_000_000u64);
         assert_eq!(v["severity_number"], 17);
         assert_eq!(v["severity_text"], "ERROR");
@@ -115,5 +121,21 @@ mod tests {
         assert_eq!(v["attributes"]["gen_ai.response.finish_reasons"][0], "stop");
         assert_eq!(v["resource"]["service.name"], "llmtap");
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn plain_text_body_stays_a_string() {
+        let record = LogRecordData {
+            event_name: "llmtap.egress",
+            timestamp: UNIX_EPOCH,
+            observed_timestamp: UNIX_EPOCH,
+            severity: Severity::Warn,
+            body: "deny tunnel c -> example.com:443: no rule".into(),
+            attributes: vec![("llmtap.egress.decision", AttrValue::Str("deny".into()))],
+        };
+        let v: Value = serde_json::from_str(&render_line(&[], &record)).unwrap();
+        assert_eq!(v["event_name"], "llmtap.egress");
+        assert_eq!(v["body"], "deny tunnel c -> example.com:443: no rule");
+        assert_eq!(v["attributes"]["llmtap.egress.decision"], "deny");
     }
 }

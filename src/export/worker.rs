@@ -1,4 +1,5 @@
-//! The one export task: batches queued exchanges, builds records off the async threads, ships them.
+//! The one export task: batches queued calls and decisions, builds records off the async
+//! threads, ships them.
 
 use bytes::Bytes;
 use std::sync::Arc;
@@ -8,14 +9,17 @@ use tokio::time::Instant;
 
 use crate::capture::Exchange;
 use crate::export::config::{BatchConfig, RetryConfig};
+use crate::export::egress::build_egress_record;
 use crate::export::otlp::{Attempt, Backoff, Delivery, OtlpClient, encode_body};
 use crate::export::record::{LogRecordData, RecordContext, build_record};
 use crate::export::stdout::{SharedWriter, write_lines};
-use crate::export::{Counters, ProviderLookup};
+use crate::export::{Counters, Record};
 use crate::redact::Redactor;
 
 /// Added to the captured body sizes when estimating a record's size for batching.
 const RECORD_OVERHEAD_ESTIMATE: usize = 4 * 1024;
+/// Estimated size of an egress record: a dozen short attributes and a one-line body.
+const EGRESS_RECORD_ESTIMATE: usize = 1024;
 
 /// Where built records go.
 pub(crate) enum Sink {
@@ -23,34 +27,39 @@ pub(crate) enum Sink {
     Stdout(SharedWriter),
 }
 
-/// Everything needed to turn exchanges into records; shared with blocking tasks.
+/// Everything needed to turn queued items into records; shared with blocking tasks.
 pub(crate) struct RecordBuilder {
     pub redactor: Arc<Redactor>,
-    pub provider: ProviderLookup,
     pub max_record_bytes: usize,
     pub body_decode_limit: usize,
     pub resource: Vec<(String, String)>,
 }
 
 impl RecordBuilder {
-    fn build(&self, exchanges: &[Exchange]) -> Vec<LogRecordData> {
-        exchanges
+    fn build(&self, items: &[Record]) -> Vec<LogRecordData> {
+        let ctx = RecordContext {
+            redactor: &self.redactor,
+            max_record_bytes: self.max_record_bytes,
+            body_decode_limit: self.body_decode_limit,
+        };
+        items
             .iter()
-            .map(|exchange| {
-                let provider = (self.provider)(exchange);
-                let ctx = RecordContext {
-                    provider_name: provider.as_deref(),
-                    redactor: &self.redactor,
-                    max_record_bytes: self.max_record_bytes,
-                    body_decode_limit: self.body_decode_limit,
-                };
-                build_record(exchange, &ctx)
+            .map(|item| match item {
+                Record::Call(exchange) => build_record(exchange, &ctx),
+                Record::Egress(record) => build_egress_record(record),
             })
             .collect()
     }
 
-    /// Rough size of the record an exchange will become, for batch limits.
-    fn estimate(&self, exchange: &Exchange) -> usize {
+    /// Rough size of the record an item will become, for batch limits.
+    fn estimate(&self, item: &Record) -> usize {
+        match item {
+            Record::Call(exchange) => self.estimate_call(exchange),
+            Record::Egress(_) => EGRESS_RECORD_ESTIMATE,
+        }
+    }
+
+    fn estimate_call(&self, exchange: &Exchange) -> usize {
         let sizes = [&exchange.request_body, &exchange.response_body].map(|body| {
             match body.content_encoding.as_deref() {
                 // A compressed body may decode to anything up to the record limit.
@@ -65,7 +74,7 @@ impl RecordBuilder {
 }
 
 pub(crate) struct Worker {
-    pub rx: mpsc::Receiver<Exchange>,
+    pub rx: mpsc::Receiver<Record>,
     /// `Some(deadline)` once shutdown was asked for.
     pub shutdown: watch::Receiver<Option<Instant>>,
     pub builder: Arc<RecordBuilder>,
@@ -83,9 +92,9 @@ impl Worker {
         self.drain().await;
     }
 
-    /// Waits for a first exchange, then gathers more until a batch limit or the delay is hit.
+    /// Waits for a first item, then gathers more until a batch limit or the delay is hit.
     /// `None` when shutdown was asked for or every sender is gone.
-    async fn next_batch(&mut self) -> Option<Vec<Exchange>> {
+    async fn next_batch(&mut self) -> Option<Vec<Record>> {
         let mut shutdown = self.shutdown.clone();
         let first = tokio::select! {
             biased;
@@ -100,9 +109,9 @@ impl Worker {
                 biased;
                 () = shutdown_requested(&mut shutdown) => break,
                 item = self.rx.recv() => match item {
-                    Some(exchange) => {
-                        bytes += self.builder.estimate(&exchange);
-                        batch.push(exchange);
+                    Some(item) => {
+                        bytes += self.builder.estimate(&item);
+                        batch.push(item);
                     }
                     None => break,
                 },
@@ -112,18 +121,18 @@ impl Worker {
         Some(batch)
     }
 
-    /// After shutdown: refuse new exchanges and ship what is queued (the caller bounds the time).
+    /// After shutdown: refuse new items and ship what is queued (the caller bounds the time).
     async fn drain(&mut self) {
         self.rx.close();
         loop {
             let mut batch = Vec::new();
             let mut bytes = 0;
             while batch.len() < self.batch.max_records && bytes < self.batch.max_bytes {
-                let Ok(exchange) = self.rx.try_recv() else {
+                let Ok(item) = self.rx.try_recv() else {
                     break;
                 };
-                bytes += self.builder.estimate(&exchange);
-                batch.push(exchange);
+                bytes += self.builder.estimate(&item);
+                batch.push(item);
             }
             if batch.is_empty() {
                 return;
@@ -132,14 +141,14 @@ impl Worker {
         }
     }
 
-    async fn ship(&self, batch: Vec<Exchange>) {
+    async fn ship(&self, batch: Vec<Record>) {
         match &self.sink {
             Sink::Stdout(writer) => self.ship_stdout(writer, batch).await,
             Sink::Otlp(client) => self.ship_otlp(client, batch).await,
         }
     }
 
-    async fn ship_stdout(&self, writer: &SharedWriter, batch: Vec<Exchange>) {
+    async fn ship_stdout(&self, writer: &SharedWriter, batch: Vec<Record>) {
         let count = batch.len() as u64;
         let builder = Arc::clone(&self.builder);
         let writer = Arc::clone(writer);
@@ -158,7 +167,7 @@ impl Worker {
         }
     }
 
-    async fn ship_otlp(&self, client: &OtlpClient, batch: Vec<Exchange>) {
+    async fn ship_otlp(&self, client: &OtlpClient, batch: Vec<Record>) {
         let count = batch.len() as u64;
         let builder = Arc::clone(&self.builder);
         let gzip = client.gzip();

@@ -6,6 +6,7 @@
 //! be connected to (`private_address`). The caller connects to exactly `Grant::addr`.
 
 pub mod address;
+pub mod decide;
 pub mod file;
 pub mod identity;
 pub mod pattern;
@@ -15,8 +16,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
+pub use decide::{SystemResolver, decide, host_provider};
 pub use file::{Mode, PolicyFileError, PolicySet};
-pub use identity::identify;
+pub use identity::{AuthFailure, identify};
 
 /// Where a connection asks to go. `host` is normalised: lower-case, no trailing dot, no brackets.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -212,20 +214,3 @@ pub struct EgressRules {
     /// llmtap's own listen addresses: always refused, whatever the allow lists say.
     pub own_addrs: Vec<SocketAddr>,
 }
-
-/// The one decision for `client` asking for `target` by `via`.
-// SKELETON: to be implemented (helper A).
-pub async fn decide(
-    rules: &EgressRules,
-    client: &ClientId,
-    target: &Target,
-    via: Via,
-    resolver: &dyn Resolver,
-) -> Decision {
-    let _ = (rules, client, target, via, resolver);
-    Decision::Local
-}
-
-/// The system resolver (getaddrinfo through tokio), bounded by a timeout.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemResolver;

@@ -1,33 +1,35 @@
-//! hudsucker wiring: listener, leaf issuing, upstream client, graceful shutdown.
+//! The proxy: listener and accept loop, one `Decision` per connection, tunnel or intercept,
+//! graceful shutdown and policy reload.
 
+pub mod conn_audit;
 pub mod errors;
+pub mod forward;
 pub mod handler;
+pub mod intercept;
+pub mod respond;
+pub mod server;
 pub mod tunnel;
 pub mod upstream;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
-use http::uri::Authority;
-use hudsucker::Proxy;
-use hudsucker::certificate_authority::CertificateAuthority;
-use hyper_rustls::HttpsConnectorBuilder;
-use hyper_util::client::legacy::Client;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ServerBuilder;
-use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::ca::{CaError, CertAuthority};
 use crate::capture::{CaptureBudget, ExchangeSink, InFlight};
-use crate::config::{Config, ResolvePins};
-use handler::LlmtapHandler;
+use crate::config::Config;
+use crate::policy::{EgressRules, PolicyFileError, PolicySet};
 use tunnel::TunnelStats;
-use upstream::{PinnedConnector, TlsSetupError};
+use upstream::{TlsSetupError, UpstreamPool};
 
 /// Largest request head accepted from a client; larger heads get 431.
 pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
@@ -37,6 +39,10 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const FLUSH_PAUSE: Duration = Duration::from_millis(200);
 /// Bytes held by all captures at once; beyond it bodies are captured shorter, never buffered more.
 pub const CAPTURE_BUDGET: usize = 256 * 1024 * 1024;
+
+/// Every body llmtap hands to hyper.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -49,28 +55,87 @@ pub enum ProxyError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("proxy: {0}")]
-    Hudsucker(#[from] hudsucker::Error),
 }
 
-type UpstreamClient = Client<hyper_rustls::HttpsConnector<PinnedConnector>, hudsucker::Body>;
+/// Decisions by `llmtap.egress.decision`, for `/healthz`.
+#[derive(Debug, Default)]
+pub struct DecisionCounts {
+    pub allow: AtomicU64,
+    pub deny: AtomicU64,
+    pub would_deny: AtomicU64,
+}
 
-/// State shared by every request.
+/// The rules in force and where they came from; replaced whole on reload.
+pub struct LoadedRules {
+    pub rules: Arc<EgressRules>,
+    pub loaded_at: SystemTime,
+}
+
+/// State shared by every connection.
 pub struct Shared {
     pub config: Config,
     pub sink: Arc<dyn ExchangeSink>,
     pub in_flight: Arc<InFlight>,
     pub budget: Arc<CaptureBudget>,
-    pub pins: Arc<ResolvePins>,
     pub tunnels: Arc<TunnelStats>,
     pub ca: Arc<CertAuthority>,
-    upgrade_client: UpstreamClient,
+    pub pool: UpstreamPool,
+    pub decisions: DecisionCounts,
+    rules: RwLock<LoadedRules>,
+    /// True once shutdown began: connections finish their current requests and close.
+    pub shutdown: watch::Receiver<bool>,
     started: Instant,
 }
 
 impl Shared {
+    /// The rules for a new decision (a snapshot: open connections keep the one they used).
+    pub fn rules(&self) -> Arc<EgressRules> {
+        match self.rules.read() {
+            Ok(r) => Arc::clone(&r.rules),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner().rules),
+        }
+    }
+
+    fn replace_policy(&self, policy: PolicySet) {
+        let mut rules = (*self.rules()).clone();
+        rules.policy = Arc::new(policy);
+        let loaded = LoadedRules {
+            rules: Arc::new(rules),
+            loaded_at: SystemTime::now(),
+        };
+        match self.rules.write() {
+            Ok(mut r) => *r = loaded,
+            Err(poisoned) => *poisoned.into_inner() = loaded,
+        }
+    }
+
+    fn policy_loaded_at(&self) -> SystemTime {
+        match self.rules.read() {
+            Ok(r) => r.loaded_at,
+            Err(poisoned) => poisoned.into_inner().loaded_at,
+        }
+    }
+
+    /// The hyper server settings for client connections (outer and inside intercepted TLS).
+    pub fn server_builder(&self) -> ServerBuilder<TokioExecutor> {
+        let mut builder = ServerBuilder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_REQUEST_HEAD);
+        builder.http2().timer(TokioTimer::new());
+        builder
+    }
+
     /// The `/healthz` document.
     pub fn health(&self) -> serde_json::Value {
+        let rules = self.rules();
+        let loaded_at = self
+            .policy_loaded_at()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         serde_json::json!({
             "status": "ok",
             "version": env!("CARGO_PKG_VERSION"),
@@ -83,6 +148,16 @@ impl Shared {
                 "open": self.tunnels.open.load(Ordering::Relaxed),
                 "total": self.tunnels.total.load(Ordering::Relaxed),
             },
+            "policy": {
+                "source": rules.policy.source.as_ref().map(|p| p.display().to_string()),
+                "mode": rules.policy.mode.as_str(),
+                "loaded_at_unix": loaded_at,
+                "decisions": {
+                    "allow": self.decisions.allow.load(Ordering::Relaxed),
+                    "deny": self.decisions.deny.load(Ordering::Relaxed),
+                    "would_deny": self.decisions.would_deny.load(Ordering::Relaxed),
+                },
+            },
             "capture": {
                 "bytes_held": self.budget.used(),
                 "budget_bytes": CAPTURE_BUDGET,
@@ -94,54 +169,12 @@ impl Shared {
     }
 }
 
-/// Leaf issuing for hudsucker, backed by our CA and its cache.
-struct LeafIssuer(Arc<CertAuthority>);
-
-impl CertificateAuthority for LeafIssuer {
-    async fn gen_server_config(&self, authority: &Authority) -> Arc<ServerConfig> {
-        match self.0.server_config_for(authority.host()) {
-            Ok(config) => config,
-            Err(e) => {
-                tracing::warn!(host = authority.host(), error = %e, "cannot issue a leaf certificate");
-                no_certificate_config()
-            }
-        }
-    }
-}
-
-/// A config whose handshakes fail cleanly ("no certificate"), for names we cannot issue for.
-fn no_certificate_config() -> Arc<ServerConfig> {
-    #[derive(Debug)]
-    struct NoCert;
-    impl rustls::server::ResolvesServerCert for NoCert {
-        fn resolve(
-            &self,
-            _hello: rustls::server::ClientHello<'_>,
-        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-            None
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|b| b.with_no_client_auth().with_cert_resolver(Arc::new(NoCert)));
-    match config {
-        Ok(c) => Arc::new(c),
-        // Only reachable if aws-lc offers no TLS version at all.
-        Err(_) => Arc::new(
-            ServerConfig::builder()
-                .with_no_client_auth()
-                .with_cert_resolver(Arc::new(NoCert)),
-        ),
-    }
-}
-
 /// A started proxy: its address, and the handle to stop it.
 pub struct RunningProxy {
     pub local_addr: SocketAddr,
     pub shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), hudsucker::Error>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
 }
 
 /// What shutdown did.
@@ -151,12 +184,33 @@ pub struct ShutdownReport {
     pub abandoned: usize,
 }
 
+/// What a policy reload did.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("no --policy file to reload")]
+    NoPolicyFile,
+    #[error("{0}; the previous policy stays in force")]
+    Invalid(#[from] PolicyFileError),
+}
+
 impl RunningProxy {
+    /// Re-reads `--policy`: a good file applies to new connections; a bad one changes nothing.
+    pub fn reload_policy(&self) -> Result<String, ReloadError> {
+        let path = self
+            .shared
+            .config
+            .policy_path
+            .as_ref()
+            .ok_or(ReloadError::NoPolicyFile)?;
+        let policy = PolicySet::load(path)?;
+        let summary = policy.summary();
+        self.shared.replace_policy(policy);
+        Ok(summary)
+    }
+
     /// Stops accepting, waits up to the grace period for in-flight exchanges, then returns.
     pub async fn shutdown(mut self) -> ShutdownReport {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let _ = self.stop.send(true);
         let grace = self.shared.config.shutdown_grace;
         let in_flight = Arc::clone(&self.shared.in_flight);
         let drained = tokio::time::timeout(grace, async {
@@ -184,19 +238,6 @@ pub async fn start(
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let ca = Arc::new(CertAuthority::load_or_create(&config.ca_dir)?);
     let tls = upstream::client_tls_config(config.upstream_ca.as_deref())?;
-    let pins = Arc::new(config.resolve.clone());
-    let connector = HttpsConnectorBuilder::new()
-        .with_tls_config(tls.clone())
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(PinnedConnector::new(Arc::clone(&pins)));
-    // Upgrades (WebSocket) need HTTP/1.1 upstream whatever the upstream offers.
-    let upgrade_connector = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(PinnedConnector::new(Arc::clone(&pins)));
     let listener = bind(config.listen).map_err(|source| ProxyError::Bind {
         addr: config.listen,
         source,
@@ -205,41 +246,42 @@ pub async fn start(
         addr: config.listen,
         source,
     })?;
+    let rules = config.egress_rules(vec![local_addr]);
+    let (stop, stopped) = watch::channel(false);
     let shared = Arc::new(Shared {
         config,
         sink,
         in_flight: InFlight::new(),
         budget: CaptureBudget::new(CAPTURE_BUDGET),
-        pins,
         tunnels: Arc::new(TunnelStats::default()),
-        ca: Arc::clone(&ca),
-        upgrade_client: client_builder().build(upgrade_connector),
+        ca,
+        pool: UpstreamPool::new(tls),
+        decisions: DecisionCounts::default(),
+        rules: RwLock::new(LoadedRules {
+            rules: Arc::new(rules),
+            loaded_at: SystemTime::now(),
+        }),
+        shutdown: stopped,
         started: Instant::now(),
     });
-    let (stop, stopped) = oneshot::channel::<()>();
-    let proxy = Proxy::builder()
-        .with_listener(listener)
-        .with_ca(LeafIssuer(ca))
-        .with_http_connector(connector)
-        .with_http_handler(LlmtapHandler::new(Arc::clone(&shared)))
-        .with_client(client_builder())
-        .with_server(server_builder())
-        .with_graceful_shutdown(async move {
-            let _ = stopped.await;
-        })
-        .build()?;
-    let task = tokio::spawn(proxy.start());
+    let task = tokio::spawn(server::accept_loop(listener, Arc::clone(&shared)));
     Ok(RunningProxy {
         local_addr,
         shared,
-        stop: Some(stop),
+        stop,
         task,
     })
 }
 
+/// Resolves once shutdown has begun.
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone: the proxy is being dropped, which is a stop too.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
 /// Binds with TCP_NODELAY set on the listening socket: Linux hands it on to every accepted
-/// socket, and hudsucker's accept loop does not set it. Without it Nagle + delayed ACK stall
-/// small writes (an SSE event, a TLS handshake flight) by ~40 ms.
+/// socket. Without it Nagle + delayed ACK stall small writes (an SSE event, a TLS handshake
+/// flight) by ~40 ms.
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -250,24 +292,4 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
-}
-
-fn client_builder() -> hyper_util::client::legacy::Builder {
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(60));
-    builder
-}
-
-fn server_builder() -> ServerBuilder<TokioExecutor> {
-    let mut builder = ServerBuilder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_REQUEST_HEAD);
-    builder.http2().timer(TokioTimer::new());
-    builder
 }

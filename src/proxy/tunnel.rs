@@ -1,11 +1,20 @@
-//! CONNECT to a host that is not intercepted: a byte-for-byte tunnel llmtap never decrypts.
+//! CONNECT to a host that is not intercepted: a byte-for-byte tunnel to the decided address,
+//! never decrypted, audited at close.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use super::conn_audit::{ConnAudit, Counted};
+use super::upstream::connect_addr;
+use super::{ProxyBody, Shared, respond};
+use crate::policy::Grant;
 
 /// Tunnel counters for `/healthz`.
 #[derive(Debug, Default)]
@@ -14,11 +23,45 @@ pub struct TunnelStats {
     pub total: AtomicU64,
 }
 
+/// Connects to the decided address first: the client gets `200` only for a tunnel that exists.
+pub async fn open(
+    shared: Arc<Shared>,
+    grant: Grant,
+    client_addr: SocketAddr,
+    mut req: Request<Incoming>,
+    http1: bool,
+) -> Response<ProxyBody> {
+    let audit = ConnAudit::new(
+        &grant,
+        client_addr,
+        Arc::clone(&shared.sink),
+        shared.config.audit,
+    );
+    match connect_addr(&grant.target, grant.addr).await {
+        Ok(upstream) => {
+            audit.connected(grant.addr);
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            spawn_splice(on_upgrade, upstream, audit, Arc::clone(&shared.tunnels));
+            Response::new(respond::empty())
+        }
+        Err(e) => {
+            tracing::info!(target = %grant.target.authority(), error = %e, "CONNECT failed");
+            audit.failed(e.kind(), &e.to_string());
+            respond::error_closing(
+                respond::upstream_status(e.kind()),
+                e.kind(),
+                &e.to_string(),
+                http1,
+            )
+        }
+    }
+}
+
 /// Splices the client's upgraded connection and the upstream socket until either side closes.
-pub fn spawn(
+fn spawn_splice(
     on_upgrade: OnUpgrade,
     mut upstream: TcpStream,
-    target: String,
+    audit: Arc<ConnAudit>,
     stats: Arc<TunnelStats>,
 ) {
     stats.total.fetch_add(1, Ordering::Relaxed);
@@ -26,32 +69,31 @@ pub fn spawn(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let mut client = TokioIo::new(upgraded);
-                match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    Ok((up, down)) => {
-                        tracing::debug!(%target, bytes_up = up, bytes_down = down, "tunnel closed")
-                    }
-                    Err(e) => tracing::debug!(%target, error = %e, "tunnel ended with error"),
+                let mut client = Counted::new(TokioIo::new(upgraded), Arc::clone(&audit));
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    tracing::debug!(error = %e, "tunnel ended with an error");
                 }
             }
-            Err(e) => tracing::debug!(%target, error = %e, "CONNECT upgrade failed"),
+            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
         }
         stats.open.fetch_sub(1, Ordering::Relaxed);
+        drop(audit);
     });
 }
 
 /// Splices two upgraded HTTP connections (WebSocket and other `Upgrade:` protocols).
-pub fn spawn_upgrade(client: OnUpgrade, server: OnUpgrade, target: String) {
+pub fn spawn_upgrade(client: OnUpgrade, server: OnUpgrade, audit: Arc<ConnAudit>) {
     tokio::spawn(async move {
         match tokio::try_join!(client, server) {
             Ok((client, server)) => {
-                let mut client = TokioIo::new(client);
+                let mut client = Counted::new(TokioIo::new(client), Arc::clone(&audit));
                 let mut server = TokioIo::new(server);
                 if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
-                    tracing::debug!(%target, error = %e, "upgraded connection ended with error");
+                    tracing::debug!(error = %e, "upgraded connection ended with an error");
                 }
             }
-            Err(e) => tracing::debug!(%target, error = %e, "protocol upgrade failed"),
+            Err(e) => tracing::debug!(error = %e, "protocol upgrade failed"),
         }
+        drop(audit);
     });
 }

@@ -1,8 +1,7 @@
-//! The way out: TCP connect with `--resolve` pins and a timeout, and verified upstream TLS.
+//! The way out: TCP connect to exactly the decided address, pooled clients per decision, verified TLS.
 
 use std::future::Future;
-use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,13 +9,19 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::Uri;
-use hyper_util::rt::TokioIo;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use lru::LruCache;
 use rustls::ClientConfig;
 use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
 use tokio::net::TcpStream;
 
-use crate::config::ResolvePins;
+use super::ProxyBody;
+use crate::policy::Target;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -33,7 +38,7 @@ pub enum ConnectError {
     },
     #[error("connecting to {host}:{port} timed out after {secs}s")]
     Timeout { host: String, port: u16, secs: u64 },
-    #[error("request URI {0} has no host")]
+    #[error("request URI {0}")]
     NoHost(String),
 }
 
@@ -59,82 +64,38 @@ pub enum TlsSetupError {
     Rustls(#[from] rustls::Error),
 }
 
-/// Resolves (pins first) and connects, trying each address in turn.
-pub async fn connect_tcp(
-    host: &str,
-    port: u16,
-    pins: &ResolvePins,
-) -> Result<TcpStream, ConnectError> {
-    let host_n = crate::route::normalize_host(host);
-    let addrs: Vec<SocketAddr> = match pins.get(&(host_n.clone(), port)) {
-        Some(ip) => vec![SocketAddr::new(*ip, port)],
-        None => match host_n.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => resolve(&host_n, port).await?,
-        },
-    };
-    let mut last = None;
-    for addr in addrs {
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
-            Ok(Err(e)) => last = Some(connect_error(&host_n, port, addr, &e)),
-            Err(_) => {
-                last = Some(ConnectError::Timeout {
-                    host: host_n.clone(),
-                    port,
-                    secs: CONNECT_TIMEOUT.as_secs(),
-                })
-            }
+/// Connects to exactly `addr`, the address the decision checked; never resolves.
+pub async fn connect_addr(target: &Target, addr: SocketAddr) -> Result<TcpStream, ConnectError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
         }
-    }
-    Err(last.unwrap_or(ConnectError::Resolve {
-        host: host_n,
-        reason: "no addresses".into(),
-    }))
-}
-
-async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
-    let lookup = tokio::net::lookup_host((host, port));
-    match tokio::time::timeout(CONNECT_TIMEOUT, lookup).await {
-        Ok(Ok(addrs)) => Ok(addrs.collect()),
-        Ok(Err(e)) => Err(ConnectError::Resolve {
-            host: host.to_string(),
+        Ok(Err(e)) => Err(ConnectError::Connect {
+            host: target.host.clone(),
+            port: target.port,
+            addr,
             reason: e.to_string(),
         }),
-        Err(_) => Err(ConnectError::Resolve {
-            host: host.to_string(),
-            reason: "lookup timed out".into(),
+        Err(_) => Err(ConnectError::Timeout {
+            host: target.host.clone(),
+            port: target.port,
+            secs: CONNECT_TIMEOUT.as_secs(),
         }),
     }
 }
 
-fn connect_error(host: &str, port: u16, addr: SocketAddr, e: &io::Error) -> ConnectError {
-    ConnectError::Connect {
-        host: host.to_string(),
-        port,
-        addr,
-        reason: e.to_string(),
-    }
-}
-
-/// hyper connector that honours the `--resolve` pins.
+/// hyper connector bound to one decided address: whatever the URI says, it connects there.
+/// TLS (in the wrapping `HttpsConnector`) still verifies the URI's host name.
 #[derive(Clone, Debug)]
-pub struct PinnedConnector {
-    pins: Arc<ResolvePins>,
-}
-
-impl PinnedConnector {
-    pub fn new(pins: Arc<ResolvePins>) -> PinnedConnector {
-        PinnedConnector { pins }
-    }
+pub struct DecidedConnector {
+    target: Target,
+    addr: SocketAddr,
 }
 
 type ConnectFuture = Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, ConnectError>> + Send>>;
 
-impl tower_service::Service<Uri> for PinnedConnector {
+impl tower_service::Service<Uri> for DecidedConnector {
     type Response = TokioIo<TcpStream>;
     type Error = ConnectError;
     type Future = ConnectFuture;
@@ -144,19 +105,88 @@ impl tower_service::Service<Uri> for PinnedConnector {
     }
 
     fn call(&mut self, uri: Uri) -> ConnectFuture {
-        let pins = Arc::clone(&self.pins);
+        let target = self.target.clone();
+        let addr = self.addr;
         Box::pin(async move {
-            let host = uri
-                .host()
-                .ok_or_else(|| ConnectError::NoHost(uri.to_string()))?;
-            let default_port = if uri.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            };
-            let port = uri.port_u16().unwrap_or(default_port);
-            connect_tcp(host, port, &pins).await.map(TokioIo::new)
+            // The pool is per decision; a URI for another host here is a bug upstream of us.
+            let host = crate::route::normalize_host(uri.host().unwrap_or_default());
+            if host != target.host {
+                return Err(ConnectError::NoHost(format!(
+                    "{uri} does not name the decided target {}",
+                    target.authority()
+                )));
+            }
+            connect_addr(&target, addr).await.map(TokioIo::new)
         })
+    }
+}
+
+/// The client for one decided (target, address): its own connection pool.
+pub type UpstreamClient = Client<HttpsConnector<DecidedConnector>, ProxyBody>;
+
+/// Whether the upstream may speak HTTP/2 (ALPN) or must speak HTTP/1.1 (upgrades).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocols {
+    Auto,
+    Http1Only,
+}
+
+/// Clients by (target, address, protocols), so connections are pooled across the tunnels and
+/// requests that share a decision, and never reused for another address.
+pub struct UpstreamPool {
+    tls: ClientConfig,
+    clients: Mutex<LruCache<(Target, SocketAddr, Protocols), UpstreamClient>>,
+}
+
+const POOL_CLIENTS: usize = 512;
+
+impl UpstreamPool {
+    pub fn new(tls: ClientConfig) -> UpstreamPool {
+        let cap = NonZeroUsize::new(POOL_CLIENTS).unwrap_or(NonZeroUsize::MIN);
+        UpstreamPool {
+            tls,
+            clients: Mutex::new(LruCache::new(cap)),
+        }
+    }
+
+    /// The client that connects only to `addr` for `target`.
+    pub fn client(
+        &self,
+        target: &Target,
+        addr: SocketAddr,
+        protocols: Protocols,
+    ) -> UpstreamClient {
+        let key = (target.clone(), addr, protocols);
+        if let Ok(mut clients) = self.clients.lock() {
+            if let Some(client) = clients.get(&key) {
+                return client.clone();
+            }
+            let client = self.build(target, addr, protocols);
+            clients.put(key, client.clone());
+            return client;
+        }
+        self.build(target, addr, protocols)
+    }
+
+    fn build(&self, target: &Target, addr: SocketAddr, protocols: Protocols) -> UpstreamClient {
+        let connector = DecidedConnector {
+            target: target.clone(),
+            addr,
+        };
+        let builder = HttpsConnectorBuilder::new()
+            .with_tls_config(self.tls.clone())
+            .https_or_http()
+            .enable_http1();
+        let connector = match protocols {
+            Protocols::Auto => builder.enable_http2().wrap_connector(connector),
+            Protocols::Http1Only => builder.wrap_connector(connector),
+        };
+        let mut client = Client::builder(TokioExecutor::new());
+        client
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60));
+        client.build(connector)
     }
 }
 

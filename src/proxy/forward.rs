@@ -1,0 +1,405 @@
+//! Forwarding one request to the decided target and address: captured and recorded for LLM
+//! hosts, passed through for plain HTTP to other hosts; upgrades spliced.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::conn_audit::{ConnAudit, CountedBody, Direction};
+use super::errors::{UpstreamFailure, classify};
+use super::upstream::Protocols;
+use super::{BoxError, ProxyBody, Shared, respond};
+use crate::capture::{
+    CaptureBuf, Exchange, ExchangeInProgress, Outcome, RequestTap, ResponseTap, TapBody,
+};
+use crate::policy::Grant;
+use crate::providers::{ApiShape, RequestParser, ResponseParser};
+use crate::route::ProviderMap;
+
+/// One allowed connection (an intercepted tunnel) or plain-HTTP request, as decided.
+pub struct Call {
+    pub shared: Arc<Shared>,
+    pub grant: Grant,
+    /// From the decision: `providers.toml`'s entry for the host, if any.
+    pub provider: Option<Arc<str>>,
+    pub client_addr: SocketAddr,
+    pub audit: Arc<ConnAudit>,
+}
+
+/// Plain HTTP to a host that is not intercepted: forwarded to the decided address, audited.
+pub async fn plain(
+    shared: Arc<Shared>,
+    grant: Grant,
+    client_addr: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let call = per_request_call(shared, grant, None, client_addr);
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let uri = match upstream_uri("http", &call, &parts.uri) {
+        Ok(uri) => uri,
+        Err(res) => return *res,
+    };
+    prepare_upstream(&mut parts, uri, upgrade);
+    let body = CountedBody::new(body, Arc::clone(&call.audit), Direction::Sent);
+    let req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
+    let protocols = if upgrade {
+        Protocols::Http1Only
+    } else {
+        Protocols::Auto
+    };
+    let client = call
+        .shared
+        .pool
+        .client(&call.grant.target, call.grant.addr, protocols);
+    match client.request(req).await {
+        Ok(mut res) => {
+            call.audit.connected(call.grant.addr);
+            if let Some(client_upgrade) = client_upgrade
+                && res.status() == StatusCode::SWITCHING_PROTOCOLS
+            {
+                let server_upgrade = hyper::upgrade::on(&mut res);
+                super::tunnel::spawn_upgrade(
+                    client_upgrade,
+                    server_upgrade,
+                    Arc::clone(&call.audit),
+                );
+            }
+            let audit = Arc::clone(&call.audit);
+            res.map(|b| {
+                CountedBody::new(b, audit, Direction::Received)
+                    .map_err(BoxError::from)
+                    .boxed()
+            })
+        }
+        Err(e) => {
+            let failure = classify(&e);
+            call.audit.failed(failure.kind, &failure.message);
+            failure_response(&failure)
+        }
+    }
+}
+
+/// Plain HTTP to an LLM host: captured like an intercepted request, audited per request.
+pub async fn plain_captured(
+    shared: Arc<Shared>,
+    grant: Grant,
+    provider: Option<Arc<str>>,
+    client_addr: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let call = Arc::new(per_request_call(shared, grant, provider, client_addr));
+    captured(call, req, "http").await
+}
+
+fn per_request_call(
+    shared: Arc<Shared>,
+    grant: Grant,
+    provider: Option<Arc<str>>,
+    client_addr: SocketAddr,
+) -> Call {
+    let audit = ConnAudit::new(
+        &grant,
+        client_addr,
+        Arc::clone(&shared.sink),
+        shared.config.audit,
+    );
+    Call {
+        shared,
+        grant,
+        provider,
+        client_addr,
+        audit,
+    }
+}
+
+/// A request to an LLM host: bodies teed into the exchange record, forwarded unchanged.
+pub async fn captured(
+    call: Arc<Call>,
+    mut req: Request<Incoming>,
+    scheme: &'static str,
+) -> Response<ProxyBody> {
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let uri = match upstream_uri(scheme, &call, &parts.uri) {
+        Ok(uri) => uri,
+        Err(res) => return *res,
+    };
+    let record = request_record(&call, &parts, &uri);
+    let shape = record.shape;
+    let tap = Arc::new(Mutex::new(RequestTap {
+        capture: CaptureBuf::new(
+            call.shared.config.max_body_size,
+            Arc::clone(&call.shared.budget),
+        ),
+        parser: (shape != ApiShape::Unknown).then(|| {
+            sync_wrapper::SyncWrapper::new(RequestParser::new(
+                shape,
+                &path_and_query(&uri),
+                header_str(&parts.headers, CONTENT_ENCODING).as_deref(),
+            ))
+        }),
+        client_error: false,
+    }));
+    let mut exchange = ExchangeInProgress::start(
+        record,
+        Arc::clone(&tap),
+        header_str(&parts.headers, CONTENT_ENCODING),
+        Arc::clone(&call.shared.sink),
+        Arc::clone(&call.shared.in_flight),
+    );
+    prepare_upstream(&mut parts, uri, upgrade);
+    let body = CountedBody::new(
+        TapBody::request(body, tap),
+        Arc::clone(&call.audit),
+        Direction::Sent,
+    );
+    let req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
+    let protocols = if upgrade {
+        Protocols::Http1Only
+    } else {
+        Protocols::Auto
+    };
+    let client = call
+        .shared
+        .pool
+        .client(&call.grant.target, call.grant.addr, protocols);
+    match client.request(req).await {
+        Ok(mut res) => {
+            call.audit.connected(call.grant.addr);
+            if let Some(client_upgrade) = client_upgrade
+                && res.status() == StatusCode::SWITCHING_PROTOCOLS
+            {
+                let server_upgrade = hyper::upgrade::on(&mut res);
+                super::tunnel::spawn_upgrade(
+                    client_upgrade,
+                    server_upgrade,
+                    Arc::clone(&call.audit),
+                );
+            }
+            tap_response(&call, exchange, shape, res)
+        }
+        Err(e) => {
+            let failure = classify(&e);
+            let outcome = if exchange.client_body_failed() {
+                Outcome::ClientAborted
+            } else {
+                Outcome::UpstreamError {
+                    kind: failure.kind.to_string(),
+                    message: failure.message.clone(),
+                }
+            };
+            exchange.finish(outcome, Default::default(), None);
+            call.audit.failed(failure.kind, &failure.message);
+            failure_response(&failure)
+        }
+    }
+}
+
+fn tap_response(
+    call: &Call,
+    mut exchange: ExchangeInProgress,
+    shape: ApiShape,
+    res: Response<Incoming>,
+) -> Response<ProxyBody> {
+    let status = res.status().as_u16();
+    exchange.set_response_head(status, header_pairs(res.headers()));
+    let content_type = header_str(res.headers(), CONTENT_TYPE);
+    let content_encoding = header_str(res.headers(), CONTENT_ENCODING);
+    let parser = (shape != ApiShape::Unknown).then(|| {
+        ResponseParser::new(
+            shape,
+            content_type.as_deref(),
+            content_encoding.as_deref(),
+            status,
+        )
+    });
+    let tap = ResponseTap {
+        capture: CaptureBuf::new(
+            call.shared.config.max_body_size,
+            Arc::clone(&call.shared.budget),
+        ),
+        parser: parser.map(sync_wrapper::SyncWrapper::new),
+        exchange,
+        content_encoding,
+    };
+    let audit = Arc::clone(&call.audit);
+    res.map(|body| {
+        CountedBody::new(TapBody::response(body, tap), audit, Direction::Received)
+            .map_err(BoxError::from)
+            .boxed()
+    })
+}
+
+fn failure_response(failure: &UpstreamFailure) -> Response<ProxyBody> {
+    tracing::info!(kind = failure.kind, error = %failure.message, "upstream request failed");
+    respond::error(
+        respond::upstream_status(failure.kind),
+        failure.kind,
+        &failure.message,
+    )
+}
+
+/// The URI sent upstream: always the decided target, whatever the request named.
+fn upstream_uri(scheme: &str, call: &Call, uri: &Uri) -> Result<Uri, Box<Response<ProxyBody>>> {
+    let target = &call.grant.target;
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let authority = if target.port == default_port {
+        if target.host.contains(':') {
+            format!("[{}]", target.host)
+        } else {
+            target.host.clone()
+        }
+    } else {
+        target.authority()
+    };
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("{scheme}://{authority}{pq}")
+        .parse::<Uri>()
+        .map_err(|e| {
+            Box::new(respond::error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("bad request target: {e}"),
+            ))
+        })
+}
+
+/// Hop-by-hop headers never go upstream; neither do the proxy credentials.
+fn prepare_upstream(parts: &mut http::request::Parts, uri: Uri, upgrade: bool) {
+    let listed: Vec<HeaderName> = parts
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let headers = &mut parts.headers;
+    for name in [
+        "proxy-authorization",
+        "proxy-connection",
+        "host",
+        "keep-alive",
+    ] {
+        headers.remove(name);
+    }
+    if !upgrade {
+        for name in listed {
+            headers.remove(name);
+        }
+        for name in [
+            "connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            headers.remove(name);
+        }
+    }
+    parts.uri = uri;
+    // The pooled upstream connection speaks what ALPN chose; hyper wants HTTP/1.1 here.
+    parts.version = http::Version::HTTP_11;
+}
+
+/// `Connection: upgrade` with an `Upgrade:` header (WebSocket and friends).
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    let has_upgrade_token = req
+        .headers()
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    has_upgrade_token && req.headers().contains_key(http::header::UPGRADE)
+}
+
+/// The request side of the exchange record, with what the decision says about it.
+fn request_record(call: &Call, parts: &http::request::Parts, uri: &Uri) -> Exchange {
+    let target = &call.grant.target;
+    let shape = ApiShape::from_path(uri.path());
+    let provider = call
+        .provider
+        .as_deref()
+        .map(str::to_string)
+        .or_else(|| shape_default_provider(shape));
+    let mut request_headers = header_pairs(&parts.headers);
+    request_headers.retain(|(k, _)| k != "proxy-authorization");
+    Exchange {
+        id: 0,
+        started_at: SystemTime::now(),
+        client_addr: call.client_addr,
+        method: parts.method.to_string(),
+        url: uri.to_string(),
+        scheme: uri.scheme_str().unwrap_or("https").to_string(),
+        host: target.host.clone(),
+        port: target.port,
+        path: uri.path().to_string(),
+        http_version: version_name(parts.version).to_string(),
+        request_headers,
+        response_headers: Vec::new(),
+        status: None,
+        request_body: Default::default(),
+        response_body: Default::default(),
+        time_to_first_byte: None,
+        time_to_first_chunk: None,
+        duration: Default::default(),
+        outcome: Outcome::Complete,
+        request_facts: None,
+        response_facts: None,
+        client_name: Some(call.grant.client.name.to_string()),
+        client_profile: Some(call.grant.client.profile.to_string()),
+        provider,
+        shape,
+    }
+}
+
+/// A host with no `providers.toml` entry is named by the API its path speaks.
+fn shape_default_provider(shape: ApiShape) -> Option<String> {
+    ProviderMap::default()
+        .provider_for("", shape)
+        .map(str::to_string)
+}
+
+fn path_and_query(uri: &Uri) -> String {
+    uri.path_and_query()
+        .map_or_else(|| uri.path().to_string(), |p| p.as_str().to_string())
+}
+
+fn version_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn header_str(headers: &HeaderMap, name: http::header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
+}

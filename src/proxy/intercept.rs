@@ -1,0 +1,218 @@
+//! CONNECT to an LLM host: llmtap answers it, reads the whole ClientHello, refuses anything
+//! that is not TLS for the CONNECT host, terminates TLS with its own leaf, and serves each
+//! request inside itself — to the decided target over verified TLS, or refused.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_rustls::LazyConfigAcceptor;
+
+use super::conn_audit::{ConnAudit, Counted};
+use super::forward::{self, Call};
+use super::handler::authority_target;
+use super::{ProxyBody, Shared, respond};
+use crate::policy::Grant;
+
+/// The whole ClientHello must arrive within this time of the CONNECT's `200`.
+pub const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The rest of the handshake, after the ClientHello.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Answers `200` and serves the tunnel in the background. No upstream connection exists yet:
+/// one is made only for a request that passed the checks below.
+pub fn open(
+    shared: Arc<Shared>,
+    grant: Grant,
+    provider: Option<Arc<str>>,
+    client_addr: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let audit = ConnAudit::new(
+        &grant,
+        client_addr,
+        Arc::clone(&shared.sink),
+        shared.config.audit,
+    );
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let call = Call {
+        shared,
+        grant,
+        provider,
+        client_addr,
+        audit,
+    };
+    tokio::spawn(serve_tunnel(Arc::new(call), on_upgrade));
+    Response::new(respond::empty())
+}
+
+async fn serve_tunnel(call: Arc<Call>, on_upgrade: OnUpgrade) {
+    let upgraded = match on_upgrade.await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(error = %e, "CONNECT upgrade failed");
+            return;
+        }
+    };
+    let io = Counted::new(TokioIo::new(upgraded), Arc::clone(&call.audit));
+    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+    let start = match tokio::time::timeout(CLIENT_HELLO_TIMEOUT, acceptor).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            call.audit
+                .failed("client_closed", "the client closed before TLS");
+            return;
+        }
+        Ok(Err(e)) => {
+            return refuse(
+                &call,
+                "not_tls",
+                &format!("not TLS on an intercepted CONNECT: {e}"),
+            );
+        }
+        Err(_) => {
+            let why = format!(
+                "no complete TLS ClientHello within {}s",
+                CLIENT_HELLO_TIMEOUT.as_secs()
+            );
+            return refuse(&call, "tls_timeout", &why);
+        }
+    };
+    let target = &call.grant.target;
+    if let Some(sni) = start.client_hello().server_name() {
+        let sni = crate::route::normalize_host(sni);
+        if sni != target.host {
+            let why = format!(
+                "TLS SNI {sni} does not match the CONNECT host {}",
+                target.host
+            );
+            return refuse(&call, "sni_mismatch", &why);
+        }
+    }
+    let config = match call.shared.ca.server_config_for(&target.host) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(host = %target.host, error = %e, "cannot issue a leaf certificate");
+            call.audit
+                .failed("leaf_certificate", "no leaf certificate could be issued");
+            return;
+        }
+    };
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(config)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            return call.audit.failed(
+                "tls_handshake",
+                &format!("TLS handshake with the client failed: {e}"),
+            );
+        }
+        Err(_) => {
+            return call
+                .audit
+                .failed("tls_handshake", "TLS handshake with the client timed out");
+        }
+    };
+    serve_requests(call, tls).await;
+}
+
+fn refuse(call: &Call, kind: &str, why: &str) {
+    tracing::info!(client = %call.client_addr, target = %call.grant.target.authority(), why, "intercepted CONNECT refused");
+    call.shared.decisions.deny.fetch_add(1, Ordering::Relaxed);
+    call.audit.refused(kind, why);
+}
+
+async fn serve_requests<S>(call: Arc<Call>, tls: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let builder = call.shared.server_builder();
+    let mut shutdown = call.shared.shutdown.clone();
+    let service = {
+        let call = Arc::clone(&call);
+        service_fn(move |req| handle_inner(Arc::clone(&call), req))
+    };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = super::stopped(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "intercepted connection ended with an error");
+    }
+}
+
+/// One request inside the tunnel: it must address the CONNECT target over `https`.
+async fn handle_inner(
+    call: Arc<Call>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    if req.method() == Method::CONNECT {
+        let why = format!(
+            "CONNECT inside the intercepted tunnel to {}",
+            call.grant.target.authority()
+        );
+        call.audit.failed("connect_in_tunnel", &why);
+        return Ok(respond::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "policy",
+            &why,
+        ));
+    }
+    if let Err(why) = check_addressed(&call, &req) {
+        call.audit.failed("misdirected", &why);
+        return Ok(respond::error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected",
+            &why,
+        ));
+    }
+    Ok(forward::captured(call, req, "https").await)
+}
+
+/// HTTP/2 names the target in `:authority`, HTTP/1.1 in `Host`: either must be the CONNECT
+/// target, or a client could reach another host through an LLM host's tunnel.
+fn check_addressed(call: &Call, req: &Request<Incoming>) -> Result<(), String> {
+    let target = &call.grant.target;
+    if let Some(scheme) = req.uri().scheme_str()
+        && scheme != "https"
+    {
+        return Err(format!(
+            "{scheme}:// request inside the TLS tunnel to {}",
+            target.authority()
+        ));
+    }
+    let host_header = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<http::uri::Authority>().ok());
+    let authority = req.uri().authority().cloned().or(host_header);
+    let Some(authority) = authority else {
+        return Err(format!(
+            "request without a Host inside the tunnel to {}",
+            target.authority()
+        ));
+    };
+    // No port means the default; the request goes to the decided target whatever it says,
+    // so only a port that is named must agree.
+    let asked = authority_target(&authority, Some(target.port))?;
+    if asked != *target {
+        return Err(format!(
+            "request for {} inside the tunnel to {}",
+            asked.authority(),
+            target.authority()
+        ));
+    }
+    Ok(())
+}
