@@ -366,9 +366,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("transfer-encoding", "chunked")
         self.send_header("request-id", request_id["request-id"])
         self.end_headers()
+        # Set before the head goes out: the client may see its first event before this thread
+        # runs again; what matters is that the tail is held until it has.
+        seen.state = "head-sent"
         for part in head:
             self._chunk(part)
-        seen.state = "head-sent"
         released = mock.gate(seen.probe).event.wait(GATE_TIMEOUT_S)
         seen.released_by = "ack" if released else "timeout"
         for part in tail:
