@@ -133,6 +133,24 @@ pub struct RunArgs {
     /// Capacity of the export queue, in records; when full, records are dropped and counted.
     #[arg(long, env = "PROXY_EXPORT_QUEUE", default_value = "8192")]
     pub export_queue: String,
+    /// Close a client connection with no request in progress after this long.
+    #[arg(long, env = "PROXY_IDLE_TIMEOUT", default_value = "30s")]
+    pub idle_timeout: String,
+    /// From an intercepted CONNECT's 200 to a completed TLS handshake.
+    #[arg(long, env = "PROXY_HANDSHAKE_TIMEOUT", default_value = "10s")]
+    pub handshake_timeout: String,
+    /// A request or response body that moves no byte for this long is cut.
+    #[arg(long, env = "PROXY_BODY_TIMEOUT", default_value = "5m")]
+    pub body_timeout: String,
+    /// Most open client connections; beyond it new ones are closed at once (default: no cap).
+    #[arg(long, env = "PROXY_MAX_CONNECTIONS")]
+    pub max_connections: Option<String>,
+    /// Directory where records the endpoint does not take wait (and survive restarts).
+    #[arg(long, env = "PROXY_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Bytes the spool may hold; beyond it the oldest records are dropped and counted.
+    #[arg(long, env = "PROXY_SPOOL_MAX_BYTES", default_value = "256MiB")]
+    pub spool_max_bytes: String,
 }
 
 /// One field that failed validation, with the value it had.
@@ -179,48 +197,77 @@ pub struct Config {
     /// Header allowlist and body patterns from `redaction.toml`, compiled once.
     pub redactor: Arc<Redactor>,
     pub export_queue: usize,
+    pub limits: Limits,
+    /// `--spool-dir`: records the endpoint does not take wait on disk.
+    pub spool: Option<SpoolConfig>,
+}
+
+/// Timeouts and connection caps (`--idle-timeout`, `--handshake-timeout`, `--body-timeout`,
+/// `--max-connections`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// A client connection with no request in progress (before its first byte, between
+    /// keep-alive requests).
+    pub idle_timeout: Duration,
+    /// From an intercepted CONNECT's `200` to a completed TLS handshake.
+    pub handshake_timeout: Duration,
+    /// A request or response body that moves no byte.
+    pub body_timeout: Duration,
+    /// Open client connections; beyond it new ones are closed at once. `None`: no cap.
+    pub max_connections: Option<usize>,
+}
+
+/// `--spool-dir` and `--spool-max-bytes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    /// Bytes the spool may hold; beyond it the oldest records are dropped and counted.
+    pub max_bytes: usize,
 }
 
 impl Config {
     /// Validate the flags and load the addons files; reports every bad field at once.
     pub fn from_args(args: &RunArgs) -> Result<Config, ConfigError> {
         let mut errors = Vec::new();
-        let listen = collect(&mut errors, "--listen", &args.listen, parse_listen);
-        let llm_hosts = collect(&mut errors, "--llm-hosts", &args.llm_hosts, |v| {
+        let e = &mut errors;
+        let listen = collect(e, "--listen", &args.listen, parse_listen);
+        let llm_hosts = collect(e, "--llm-hosts", &args.llm_hosts, |v| {
             HostList::parse(v).map_err(|e| e.to_string())
         });
-        let resolve = parse_resolve_all(&mut errors, &args.resolve);
-        let connect_to = parse_connect_to_all(&mut errors, &args.connect_to);
-        let allow_private = parse_cidrs(&mut errors, &args.allow_private);
-        let audit = collect(&mut errors, "--audit", &args.audit, AuditLevel::parse);
-        let policy = load_policy(&mut errors, args.policy.as_deref());
-        let max_body_size = collect(&mut errors, "--max-body-size", &args.max_body_size, |v| {
+        let resolve = parse_resolve_all(e, &args.resolve);
+        let connect_to = parse_connect_to_all(e, &args.connect_to);
+        let allow_private = parse_cidrs(e, &args.allow_private);
+        let audit = collect(e, "--audit", &args.audit, AuditLevel::parse);
+        let policy = load_policy(e, args.policy.as_deref());
+        let max_body_size = collect(e, "--max-body-size", &args.max_body_size, |v| {
             parse_size(v, 0)
         });
-        let max_record_bytes = collect(
-            &mut errors,
-            "--max-record-bytes",
-            &args.max_record_bytes,
-            |v| parse_size(v, 4096),
-        );
-        let shutdown_grace = collect(&mut errors, "--shutdown-grace", &args.shutdown_grace, |v| {
-            humantime::parse_duration(v.trim()).map_err(|e| e.to_string())
+        let max_record_bytes = collect(e, "--max-record-bytes", &args.max_record_bytes, |v| {
+            parse_size(v, 4096)
         });
-        let export_queue = collect(&mut errors, "--export-queue", &args.export_queue, |v| {
+        let shutdown_grace = collect(e, "--shutdown-grace", &args.shutdown_grace, parse_duration);
+        let export_queue = collect(e, "--export-queue", &args.export_queue, |v| {
             parse_size(v, 1)
         });
-        if let Some(path) = &args.upstream_ca
-            && let Err(e) = std::fs::metadata(path)
-        {
-            errors.push(FieldError {
-                field: "--upstream-ca",
-                value: path.display().to_string(),
-                reason: format!("cannot read: {e}"),
-            });
-        }
-        let providers = load_providers(&mut errors, &args.addons_config);
-        let redactor = load_redactor(&mut errors, &args.addons_config);
-        match (
+        let limits = parse_limits(e, args);
+        let spool = parse_spool(e, args);
+        check_readable(e, "--upstream-ca", args.upstream_ca.as_deref());
+        let providers = load_providers(e, &args.addons_config);
+        let redactor = load_redactor(e, &args.addons_config);
+        let (
+            Some(listen),
+            Some(llm_hosts),
+            Some(max_body_size),
+            Some(max_record_bytes),
+            Some(shutdown_grace),
+            Some(export_queue),
+            Some(providers),
+            Some(redactor),
+            Some(audit),
+            Some(policy),
+            Some(limits),
+            Some(spool),
+        ) = (
             listen,
             llm_hosts,
             max_body_size,
@@ -231,43 +278,95 @@ impl Config {
             redactor,
             audit,
             policy,
-        ) {
-            (
-                Some(listen),
-                Some(llm_hosts),
-                Some(mbs),
-                Some(mrb),
-                Some(grace),
-                Some(q),
-                Some(p),
-                Some(redactor),
-                Some(audit),
-                Some(policy),
-            ) if errors.is_empty() => Ok(Config {
-                listen,
-                ca_dir: args.ca_dir.clone(),
-                llm_hosts,
-                llm_hosts_text: args.llm_hosts.clone(),
-                upstream_ca: args.upstream_ca.clone(),
-                pins: Pins {
-                    resolve,
-                    connect_to,
-                },
-                policy_path: args.policy.clone(),
-                policy: Arc::new(policy),
-                allow_private,
-                audit,
-                max_body_size: mbs,
-                max_record_bytes: mrb,
-                shutdown_grace: grace,
-                addons_config: args.addons_config.clone(),
-                providers: p,
-                redactor,
-                export_queue: q,
-            }),
-            _ => Err(ConfigError(errors)),
+            limits,
+            spool,
+        )
+        else {
+            return Err(ConfigError(errors));
+        };
+        if !errors.is_empty() {
+            return Err(ConfigError(errors));
         }
+        Ok(Config {
+            listen,
+            ca_dir: args.ca_dir.clone(),
+            llm_hosts,
+            llm_hosts_text: args.llm_hosts.clone(),
+            upstream_ca: args.upstream_ca.clone(),
+            pins: Pins {
+                resolve,
+                connect_to,
+            },
+            policy_path: args.policy.clone(),
+            policy: Arc::new(policy),
+            allow_private,
+            audit,
+            max_body_size,
+            max_record_bytes,
+            shutdown_grace,
+            addons_config: args.addons_config.clone(),
+            providers,
+            redactor,
+            export_queue,
+            limits,
+            spool,
+        })
     }
+}
+
+fn parse_duration(v: &str) -> Result<Duration, String> {
+    humantime::parse_duration(v.trim()).map_err(|e| e.to_string())
+}
+
+/// A duration that must be more than zero.
+fn parse_timeout(v: &str) -> Result<Duration, String> {
+    match parse_duration(v)? {
+        d if d.is_zero() => Err("must be more than 0".into()),
+        d => Ok(d),
+    }
+}
+
+fn check_readable(errors: &mut Vec<FieldError>, field: &'static str, path: Option<&Path>) {
+    if let Some(path) = path
+        && let Err(e) = std::fs::metadata(path)
+    {
+        errors.push(FieldError {
+            field,
+            value: path.display().to_string(),
+            reason: format!("cannot read: {e}"),
+        });
+    }
+}
+
+fn parse_limits(e: &mut Vec<FieldError>, args: &RunArgs) -> Option<Limits> {
+    let idle = collect(e, "--idle-timeout", &args.idle_timeout, parse_timeout);
+    let handshake = collect(
+        e,
+        "--handshake-timeout",
+        &args.handshake_timeout,
+        parse_timeout,
+    );
+    let body = collect(e, "--body-timeout", &args.body_timeout, parse_timeout);
+    let max_connections = match args.max_connections.as_deref() {
+        None => Some(None),
+        Some(v) => collect(e, "--max-connections", v, |v| parse_size(v, 1)).map(Some),
+    };
+    Some(Limits {
+        idle_timeout: idle?,
+        handshake_timeout: handshake?,
+        body_timeout: body?,
+        max_connections: max_connections?,
+    })
+}
+
+fn parse_spool(e: &mut Vec<FieldError>, args: &RunArgs) -> Option<Option<SpoolConfig>> {
+    let max_bytes = collect(e, "--spool-max-bytes", &args.spool_max_bytes, |v| {
+        parse_size(v, 64 * 1024)
+    })?;
+    Some(args.spool_dir.as_ref().map(|dir| SpoolConfig {
+        dir: dir.clone(),
+        max_bytes,
+    }))
 }
 
 impl Config {

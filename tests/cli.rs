@@ -347,3 +347,105 @@ fn stdout_is_records_only_and_stderr_says_where_it_listens() {
     let _ = child.wait();
     assert!(seen.contains("listening"), "{seen}");
 }
+
+/// At the file-descriptor limit the accept loop backs off (no spin, no log flood), counts the
+/// failures on `/healthz`, and serves again once descriptors are free.
+#[test]
+fn at_the_fd_limit_accept_backs_off_and_healthz_counts_it() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        panic!("prlimit (util-linux) is needed for this test");
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let ca_dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=64:64").arg(llmtap_bin());
+    for var in [
+        "PROXY_LISTEN",
+        "PROXY_CA_DIR",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ] {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
+        .env("PROXY_ADDONS_CONFIG", common::addons_dir())
+        .args(["--listen", &addr, "--ca-dir"])
+        .arg(ca_dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + STEP;
+    let mut held = Vec::new();
+    while held.is_empty() {
+        assert!(Instant::now() < deadline, "llmtap did not start listening");
+        if let Ok(c) = std::net::TcpStream::connect(&addr) {
+            held.push(c);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // More connections than llmtap has descriptors: the rest wait in the backlog.
+    for _ in 0..100 {
+        held.push(std::net::TcpStream::connect(&addr).unwrap());
+    }
+    let mut warned = Vec::new();
+    let deadline = Instant::now() + STEP;
+    while warned.is_empty() {
+        assert!(Instant::now() < deadline, "no accept error was logged");
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(100))
+            && line.contains("cannot accept")
+        {
+            warned.push(line);
+        }
+    }
+    // A second of EMFILE: at most one more line (one per interval), not thousands.
+    let until = Instant::now() + Duration::from_secs(1);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        if let Ok(line) = lines.recv_timeout(left)
+            && line.contains("cannot accept")
+        {
+            warned.push(line);
+        }
+    }
+    assert!(warned.len() <= 2, "{warned:?}");
+    drop(held);
+    let health = {
+        let deadline = Instant::now() + STEP;
+        loop {
+            assert!(Instant::now() < deadline, "llmtap did not recover");
+            if let Ok(mut c) = std::net::TcpStream::connect(&addr) {
+                use std::io::Write;
+                let _ =
+                    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut text = String::new();
+                let _ = c.read_to_string(&mut text);
+                if text.starts_with("HTTP/1.1 200") {
+                    break text;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let json = &health[health.find('{').unwrap()..];
+    let doc: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert!(
+        doc["connections"]["accept_errors"].as_u64().unwrap() > 0,
+        "{doc}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "llmtap died at the fd limit"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

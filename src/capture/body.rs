@@ -305,6 +305,12 @@ fn on_error(tap: &mut Tap, e: &(dyn std::error::Error + 'static)) {
                 t.client_error = true;
             }
         }
+        Tap::Response(_) if super::timeout::is_body_timeout(e) => end_tap(
+            tap,
+            Outcome::Timeout {
+                side: "response_body",
+            },
+        ),
         Tap::Response(_) => end_tap(
             tap,
             Outcome::UpstreamError {

@@ -15,6 +15,8 @@ use crate::providers::ResponseFacts;
 #[derive(Debug, Default)]
 pub struct InFlight {
     count: AtomicUsize,
+    /// Set when the shutdown grace ran out: exchanges cut from then on end as `shutdown`.
+    cut: std::sync::atomic::AtomicBool,
     finished: AtomicU64,
     idle: Notify,
 }
@@ -31,6 +33,15 @@ impl InFlight {
     /// Exchanges handed to the sink since start.
     pub fn finished(&self) -> u64 {
         self.finished.load(Ordering::Relaxed)
+    }
+
+    /// The grace period is over: what is cut now was cut by the shutdown.
+    pub fn cut_for_shutdown(&self) {
+        self.cut.store(true, Ordering::Release);
+    }
+
+    pub fn is_cut_for_shutdown(&self) -> bool {
+        self.cut.load(Ordering::Acquire)
     }
 
     /// Resolves when no exchange is in flight.
@@ -123,6 +134,12 @@ impl ExchangeInProgress {
     ) {
         let Some(mut record) = self.record.take() else {
             return;
+        };
+        // A body dropped because the grace period ended is no client abort.
+        let outcome = if outcome == Outcome::ClientAborted && self.in_flight.is_cut_for_shutdown() {
+            Outcome::Shutdown
+        } else {
+            outcome
         };
         record.duration = self.started.elapsed();
         if let Ok(mut tap) = self.request_tap.lock() {

@@ -3,6 +3,7 @@
 pub mod body;
 pub mod exchange;
 pub mod record;
+pub mod timeout;
 
 pub use body::{CaptureBudget, CaptureBuf, RequestTap, ResponseTap, TapBody};
 pub use exchange::{ExchangeInProgress, InFlight};

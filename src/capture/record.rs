@@ -13,6 +13,13 @@ pub enum Outcome {
     Complete,
     /// The client went away before the response was complete.
     ClientAborted,
+    /// A body moved no byte for `--body-timeout`: the exchange was cut (both sides released).
+    Timeout {
+        /// `request_body` or `response_body`: which body stalled.
+        side: &'static str,
+    },
+    /// Still running when the shutdown grace period ran out: cut, and recorded before exit.
+    Shutdown,
     /// The upstream could not be reached, failed TLS, or broke mid-body.
     UpstreamError {
         /// Short machine-readable class (`connect`, `tls`, `timeout`, `body`, ...), used as `error.type`.
@@ -23,11 +30,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Stable name written to records (`complete`, `client_aborted`, `upstream_error`).
+    /// Stable name written to records (`complete`, `client_aborted`, `timeout`, `shutdown`,
+    /// `upstream_error`).
     pub fn as_str(&self) -> &'static str {
         match self {
             Outcome::Complete => "complete",
             Outcome::ClientAborted => "client_aborted",
+            Outcome::Timeout { .. } => "timeout",
+            Outcome::Shutdown => "shutdown",
             Outcome::UpstreamError { .. } => "upstream_error",
         }
     }

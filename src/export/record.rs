@@ -77,7 +77,10 @@ pub enum Severity {
 impl Severity {
     /// 1xx–3xx INFO, 4xx WARN, 5xx / transport error / no response ERROR.
     pub fn for_exchange(status: Option<u16>, outcome: &Outcome) -> Severity {
-        if matches!(outcome, Outcome::UpstreamError { .. }) {
+        if matches!(
+            outcome,
+            Outcome::UpstreamError { .. } | Outcome::Timeout { .. } | Outcome::Shutdown
+        ) {
             return Severity::Error;
         }
         match status {
@@ -340,8 +343,11 @@ fn llmtap_attributes(attrs: &mut Attrs, exchange: &Exchange, redactor: &Redactor
 
 /// `error.type`: the transport failure class, else the provider's error type, else the status.
 fn error_type(exchange: &Exchange, facts: Option<&ResponseFacts>) -> Option<String> {
-    if let Outcome::UpstreamError { kind, .. } = &exchange.outcome {
-        return Some(kind.clone());
+    match &exchange.outcome {
+        Outcome::UpstreamError { kind, .. } => return Some(kind.clone()),
+        Outcome::Timeout { side } => return Some(format!("{side}_timeout")),
+        Outcome::Shutdown => return Some("shutdown".to_string()),
+        _ => {}
     }
     if let Some(kind) = facts.and_then(|f| f.error_type.clone()) {
         return Some(kind);

@@ -85,6 +85,30 @@ impl ConnAudit {
         });
     }
 
+    /// Bytes either way so far (to see whether a tunnel still moves).
+    pub fn total_bytes(&self) -> u64 {
+        self.sent
+            .load(Ordering::Relaxed)
+            .saturating_add(self.received.load(Ordering::Relaxed))
+    }
+
+    /// Resolves once no byte has moved either way for `timeout` (checked four times per period).
+    pub async fn stalled_for(&self, timeout: std::time::Duration) {
+        let step = (timeout / 4).max(std::time::Duration::from_millis(10));
+        let mut last = self.total_bytes();
+        let mut quiet_since = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(step).await;
+            let now = self.total_bytes();
+            if now != last {
+                last = now;
+                quiet_since = tokio::time::Instant::now();
+            } else if quiet_since.elapsed() >= timeout {
+                return;
+            }
+        }
+    }
+
     pub fn add_sent(&self, n: u64) {
         self.sent.fetch_add(n, Ordering::Relaxed);
     }

@@ -14,6 +14,7 @@ use super::conn_audit::{ConnAudit, CountedBody, Direction};
 use super::errors::{UpstreamFailure, classify};
 use super::upstream::Protocols;
 use super::{BoxError, ProxyBody, Shared, respond};
+use crate::capture::timeout::{IdleBody, is_body_timeout};
 use crate::capture::{
     CaptureBuf, Exchange, ExchangeInProgress, Outcome, RequestTap, ResponseTap, TapBody,
 };
@@ -47,7 +48,12 @@ pub async fn plain(
         Err(res) => return *res,
     };
     prepare_upstream(&mut parts, uri, upgrade);
-    let body = CountedBody::new(body, Arc::clone(&call.audit), Direction::Sent);
+    let stall = call.shared.config.limits.body_timeout;
+    let body = CountedBody::new(
+        IdleBody::new(body, stall),
+        Arc::clone(&call.audit),
+        Direction::Sent,
+    );
     let req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
     let protocols = if upgrade {
         Protocols::Http1Only
@@ -69,11 +75,12 @@ pub async fn plain(
                     client_upgrade,
                     server_upgrade,
                     Arc::clone(&call.audit),
+                    Arc::clone(&call.shared),
                 );
             }
             let audit = Arc::clone(&call.audit);
             res.map(|b| {
-                CountedBody::new(b, audit, Direction::Received)
+                CountedBody::new(IdleBody::new(b, stall), audit, Direction::Received)
                     .map_err(BoxError::from)
                     .boxed()
             })
@@ -156,8 +163,9 @@ pub async fn captured(
         Arc::clone(&call.shared.in_flight),
     );
     prepare_upstream(&mut parts, uri, upgrade);
+    let stall = call.shared.config.limits.body_timeout;
     let body = CountedBody::new(
-        TapBody::request(body, tap),
+        TapBody::request(IdleBody::new(body, stall), tap),
         Arc::clone(&call.audit),
         Direction::Sent,
     );
@@ -182,13 +190,18 @@ pub async fn captured(
                     client_upgrade,
                     server_upgrade,
                     Arc::clone(&call.audit),
+                    Arc::clone(&call.shared),
                 );
             }
             tap_response(&call, exchange, shape, res)
         }
         Err(e) => {
             let failure = classify(&e);
-            let outcome = if exchange.client_body_failed() {
+            let outcome = if is_body_timeout(&e) {
+                Outcome::Timeout {
+                    side: "request_body",
+                }
+            } else if exchange.client_body_failed() {
                 Outcome::ClientAborted
             } else {
                 Outcome::UpstreamError {
@@ -231,10 +244,15 @@ fn tap_response(
         content_encoding,
     };
     let audit = Arc::clone(&call.audit);
+    let stall = call.shared.config.limits.body_timeout;
     res.map(|body| {
-        CountedBody::new(TapBody::response(body, tap), audit, Direction::Received)
-            .map_err(BoxError::from)
-            .boxed()
+        CountedBody::new(
+            TapBody::response(IdleBody::new(body, stall), tap),
+            audit,
+            Direction::Received,
+        )
+        .map_err(BoxError::from)
+        .boxed()
     })
 }
 

@@ -1,7 +1,6 @@
 //! The front of every request: identify the client, make the one decision, hand it to the
 //! stage that serves it (local, refusal, tunnel, interception, plain HTTP).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,7 +21,7 @@ pub async fn handle(
     shared: Arc<Shared>,
     client_addr: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Response<ProxyBody> {
     let http1 = req.version() < http::Version::HTTP_2;
     let via = if req.method() == Method::CONNECT {
         Via::Connect
@@ -31,18 +30,13 @@ pub async fn handle(
     };
     let target = match requested_target(&req, via) {
         Ok(Some(target)) => target,
-        Ok(None) => return Ok(local(&shared, &req)),
+        Ok(None) => return local(&shared, &req),
         Err(why) => {
-            return Ok(respond::error_closing(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &why,
-                http1,
-            ));
+            return respond::error_closing(StatusCode::BAD_REQUEST, "bad_request", &why, http1);
         }
     };
     let decision = decide(&shared, client_addr, &req, &target, via).await;
-    Ok(dispatch(shared, client_addr, req, decision, http1).await)
+    dispatch(shared, client_addr, req, decision, http1).await
 }
 
 /// Identify, then `policy::decide`: the only place a connection's decision is made.

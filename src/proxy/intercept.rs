@@ -6,7 +6,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -15,16 +14,12 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_rustls::LazyConfigAcceptor;
 
+use super::activity::{Activity, Ended, drive};
 use super::conn_audit::{ConnAudit, Counted};
 use super::forward::{self, Call};
 use super::handler::authority_target;
 use super::{ProxyBody, Shared, respond};
 use crate::policy::Grant;
-
-/// The whole ClientHello must arrive within this time of the CONNECT's `200`.
-pub const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// The rest of the handshake, after the ClientHello.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Answers `200` and serves the tunnel in the background. No upstream connection exists yet:
 /// one is made only for a request that passed the checks below.
@@ -61,9 +56,12 @@ async fn serve_tunnel(call: Arc<Call>, on_upgrade: OnUpgrade) {
             return;
         }
     };
+    // The whole ClientHello and the handshake must be done within --handshake-timeout.
+    let limit = call.shared.config.limits.handshake_timeout;
+    let deadline = tokio::time::Instant::now() + limit;
     let io = Counted::new(TokioIo::new(upgraded), Arc::clone(&call.audit));
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
-    let start = match tokio::time::timeout(CLIENT_HELLO_TIMEOUT, acceptor).await {
+    let start = match tokio::time::timeout_at(deadline, acceptor).await {
         Ok(Ok(start)) => start,
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             call.audit
@@ -79,8 +77,8 @@ async fn serve_tunnel(call: Arc<Call>, on_upgrade: OnUpgrade) {
         }
         Err(_) => {
             let why = format!(
-                "no complete TLS ClientHello within {}s",
-                CLIENT_HELLO_TIMEOUT.as_secs()
+                "no complete TLS ClientHello within {}s (--handshake-timeout)",
+                limit.as_secs()
             );
             return refuse(&call, "tls_timeout", &why);
         }
@@ -105,7 +103,7 @@ async fn serve_tunnel(call: Arc<Call>, on_upgrade: OnUpgrade) {
             return;
         }
     };
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(config)).await {
+    let tls = match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             return call.audit.failed(
@@ -133,51 +131,48 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let builder = call.shared.server_builder();
-    let mut shutdown = call.shared.shutdown.clone();
+    let activity = Activity::new();
     let service = {
         let call = Arc::clone(&call);
-        service_fn(move |req| handle_inner(Arc::clone(&call), req))
+        let activity = Arc::clone(&activity);
+        service_fn(move |req| {
+            let guard = activity.begin();
+            let call = Arc::clone(&call);
+            async move {
+                let res = handle_inner(call, req).await;
+                Ok::<_, Infallible>(super::server::guard_response(res, guard))
+            }
+        })
     };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-    let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = super::stopped(&mut shutdown) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
+    let conn = std::pin::pin!(conn);
+    let (ended, error) = drive(conn, |c| c.graceful_shutdown(), &call.shared, &activity).await;
+    if ended == Ended::Idle {
+        call.shared
+            .connections
+            .closed_idle
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    if let Some(e) = error {
         tracing::debug!(error = %e, "intercepted connection ended with an error");
     }
 }
 
 /// One request inside the tunnel: it must address the CONNECT target over `https`.
-async fn handle_inner(
-    call: Arc<Call>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+async fn handle_inner(call: Arc<Call>, req: Request<Incoming>) -> Response<ProxyBody> {
     if req.method() == Method::CONNECT {
         let why = format!(
             "CONNECT inside the intercepted tunnel to {}",
             call.grant.target.authority()
         );
         call.audit.failed("connect_in_tunnel", &why);
-        return Ok(respond::error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "policy",
-            &why,
-        ));
+        return respond::error(StatusCode::METHOD_NOT_ALLOWED, "policy", &why);
     }
     if let Err(why) = check_addressed(&call, &req) {
         call.audit.failed("misdirected", &why);
-        return Ok(respond::error(
-            StatusCode::MISDIRECTED_REQUEST,
-            "misdirected",
-            &why,
-        ));
+        return respond::error(StatusCode::MISDIRECTED_REQUEST, "misdirected", &why);
     }
-    Ok(forward::captured(call, req, "https").await)
+    forward::captured(call, req, "https").await
 }
 
 /// HTTP/2 names the target in `:authority`, HTTP/1.1 in `Host`: either must be the CONNECT

@@ -1,6 +1,7 @@
 //! The proxy: listener and accept loop, one `Decision` per connection, tunnel or intercept,
 //! graceful shutdown and policy reload.
 
+pub mod activity;
 pub mod conn_audit;
 pub mod errors;
 pub mod forward;
@@ -37,6 +38,8 @@ pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the last exchange ended, time for connections to write their final frames.
 const FLUSH_PAUSE: Duration = Duration::from_millis(200);
+/// After cutting at the end of the grace, how long exchanges get to hand in their records.
+const CUT_WAIT: Duration = Duration::from_secs(2);
 /// Bytes held by all captures at once; beyond it bodies are captured shorter, never buffered more.
 pub const CAPTURE_BUDGET: usize = 256 * 1024 * 1024;
 
@@ -65,6 +68,19 @@ pub struct DecisionCounts {
     pub would_deny: AtomicU64,
 }
 
+/// Client connections, for `/healthz`.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    pub open: AtomicU64,
+    pub total: AtomicU64,
+    /// Closed at once because `--max-connections` were open.
+    pub refused_over_limit: AtomicU64,
+    /// Accept failures (file descriptors or memory exhausted, ...).
+    pub accept_errors: AtomicU64,
+    /// Connections closed after `--idle-timeout` without a request.
+    pub closed_idle: AtomicU64,
+}
+
 /// The rules in force and where they came from; replaced whole on reload.
 pub struct LoadedRules {
     pub rules: Arc<EgressRules>,
@@ -81,9 +97,12 @@ pub struct Shared {
     pub ca: Arc<CertAuthority>,
     pub pool: UpstreamPool,
     pub decisions: DecisionCounts,
+    pub connections: ConnStats,
     rules: RwLock<LoadedRules>,
     /// True once shutdown began: connections finish their current requests and close.
     pub shutdown: watch::Receiver<bool>,
+    /// True once the shutdown grace ran out: what still runs is cut (and recorded as such).
+    pub cut: watch::Receiver<bool>,
     started: Instant,
 }
 
@@ -144,6 +163,14 @@ impl Shared {
                 "in_flight": self.in_flight.current(),
                 "finished": self.in_flight.finished(),
             },
+            "connections": {
+                "open": self.connections.open.load(Ordering::Relaxed),
+                "total": self.connections.total.load(Ordering::Relaxed),
+                "max": self.config.limits.max_connections,
+                "refused_over_limit": self.connections.refused_over_limit.load(Ordering::Relaxed),
+                "accept_errors": self.connections.accept_errors.load(Ordering::Relaxed),
+                "closed_idle": self.connections.closed_idle.load(Ordering::Relaxed),
+            },
             "tunnels": {
                 "open": self.tunnels.open.load(Ordering::Relaxed),
                 "total": self.tunnels.total.load(Ordering::Relaxed),
@@ -174,6 +201,7 @@ pub struct RunningProxy {
     pub local_addr: SocketAddr,
     pub shared: Arc<Shared>,
     stop: watch::Sender<bool>,
+    cut: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
@@ -221,12 +249,15 @@ impl RunningProxy {
             tokio::time::sleep(FLUSH_PAUSE).await;
         })
         .await;
+        let abandoned = in_flight.current();
         if drained.is_err() {
             self.task.abort();
+            // Cut what still runs: each exchange ends as `shutdown` and hands in its record.
+            in_flight.cut_for_shutdown();
+            let _ = self.cut.send(true);
+            let _ = tokio::time::timeout(CUT_WAIT, in_flight.wait_idle()).await;
         }
-        ShutdownReport {
-            abandoned: in_flight.current(),
-        }
+        ShutdownReport { abandoned }
     }
 }
 
@@ -248,6 +279,7 @@ pub async fn start(
     })?;
     let rules = config.egress_rules(vec![local_addr]);
     let (stop, stopped) = watch::channel(false);
+    let (cut, cut_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         config,
         sink,
@@ -257,11 +289,13 @@ pub async fn start(
         ca,
         pool: UpstreamPool::new(tls),
         decisions: DecisionCounts::default(),
+        connections: ConnStats::default(),
         rules: RwLock::new(LoadedRules {
             rules: Arc::new(rules),
             loaded_at: SystemTime::now(),
         }),
         shutdown: stopped,
+        cut: cut_rx,
         started: Instant::now(),
     });
     let task = tokio::spawn(server::accept_loop(listener, Arc::clone(&shared)));
@@ -269,6 +303,7 @@ pub async fn start(
         local_addr,
         shared,
         stop,
+        cut,
         task,
     })
 }

@@ -2,13 +2,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::Shared;
+use super::activity::{Activity, Ended, Guarded, drive};
+use super::{ProxyBody, Shared};
 
 /// Pause after an accept error that a retry cannot fix at once (no file descriptors, no
 /// memory): without it the loop spins at full CPU and floods the log.
@@ -24,17 +27,15 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, client_addr)) => {
-                    let shared = Arc::clone(&shared);
-                    tokio::spawn(serve_client(tcp, client_addr, shared));
-                }
+                Ok((tcp, client_addr)) => admit(&shared, tcp, client_addr),
                 Err(e) => {
+                    shared.connections.accept_errors.fetch_add(1, Ordering::Relaxed);
                     if last_log.is_none_or(|t| t.elapsed() >= ACCEPT_LOG_INTERVAL) {
                         tracing::warn!(error = %e, suppressed, "cannot accept a connection");
                         last_log = Some(Instant::now());
                         suppressed = 0;
                     } else {
-                        suppressed += 1;
+                        suppressed = suppressed.saturating_add(1);
                     }
                     if is_resource_exhaustion(&e) {
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -46,28 +47,64 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// Serves the connection, or closes it at once when `--max-connections` are open.
+fn admit(shared: &Arc<Shared>, tcp: TcpStream, client_addr: SocketAddr) {
+    let stats = &shared.connections;
+    let open = stats.open.fetch_add(1, Ordering::AcqRel);
+    if let Some(max) = shared.config.limits.max_connections
+        && usize::try_from(open).is_ok_and(|open| open >= max)
+    {
+        stats.open.fetch_sub(1, Ordering::AcqRel);
+        stats.refused_over_limit.fetch_add(1, Ordering::Relaxed);
+        drop(tcp);
+        return;
+    }
+    stats.total.fetch_add(1, Ordering::Relaxed);
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        serve_client(tcp, client_addr, &shared).await;
+        shared.connections.open.fetch_sub(1, Ordering::AcqRel);
+    });
+}
+
 fn is_resource_exhaustion(e: &std::io::Error) -> bool {
     // EMFILE, ENFILE, ENOBUFS, ENOMEM on Linux.
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
 }
 
-async fn serve_client(tcp: TcpStream, client_addr: SocketAddr, shared: Arc<Shared>) {
+async fn serve_client(tcp: TcpStream, client_addr: SocketAddr, shared: &Arc<Shared>) {
     let builder = shared.server_builder();
-    let mut shutdown = shared.shutdown.clone();
+    let activity = Activity::new();
     let service = {
-        let shared = Arc::clone(&shared);
-        service_fn(move |req| super::handler::handle(Arc::clone(&shared), client_addr, req))
+        let shared = Arc::clone(shared);
+        let activity = Arc::clone(&activity);
+        service_fn(move |req| {
+            let guard = activity.begin();
+            let shared = Arc::clone(&shared);
+            async move {
+                let res = super::handler::handle(shared, client_addr, req).await;
+                Ok::<_, std::convert::Infallible>(guard_response(res, guard))
+            }
+        })
     };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-    let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = super::stopped(&mut shutdown) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
+    let conn = std::pin::pin!(conn);
+    let (ended, error) = drive(conn, |c| c.graceful_shutdown(), shared, &activity).await;
+    if ended == Ended::Idle {
+        shared
+            .connections
+            .closed_idle
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    if let Some(e) = error {
         tracing::debug!(client = %client_addr, error = %e, "client connection ended with an error");
     }
+}
+
+/// The response keeps its request in progress (for the idle timeout) until its body ends.
+pub fn guard_response(
+    res: http::Response<ProxyBody>,
+    guard: super::activity::ActivityGuard,
+) -> http::Response<ProxyBody> {
+    res.map(|body| Guarded::new(body, guard).boxed())
 }

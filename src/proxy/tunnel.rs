@@ -41,7 +41,7 @@ pub async fn open(
         Ok(upstream) => {
             audit.connected(grant.addr);
             let on_upgrade = hyper::upgrade::on(&mut req);
-            spawn_splice(on_upgrade, upstream, audit, Arc::clone(&shared.tunnels));
+            spawn_splice(on_upgrade, upstream, audit, shared);
             Response::new(respond::empty())
         }
         Err(e) => {
@@ -57,22 +57,23 @@ pub async fn open(
     }
 }
 
-/// Splices the client's upgraded connection and the upstream socket until either side closes.
+/// Splices the client's upgraded connection and the upstream socket until either side closes,
+/// no byte moves for `--body-timeout`, or the shutdown grace runs out.
 fn spawn_splice(
     on_upgrade: OnUpgrade,
     mut upstream: TcpStream,
     audit: Arc<ConnAudit>,
-    stats: Arc<TunnelStats>,
+    shared: Arc<Shared>,
 ) {
+    let stats = Arc::clone(&shared.tunnels);
     stats.total.fetch_add(1, Ordering::Relaxed);
     stats.open.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let mut client = Counted::new(TokioIo::new(upgraded), Arc::clone(&audit));
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    tracing::debug!(error = %e, "tunnel ended with an error");
-                }
+                let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+                splice_until_done(copy, &audit, &shared).await;
             }
             Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
         }
@@ -82,18 +83,41 @@ fn spawn_splice(
 }
 
 /// Splices two upgraded HTTP connections (WebSocket and other `Upgrade:` protocols).
-pub fn spawn_upgrade(client: OnUpgrade, server: OnUpgrade, audit: Arc<ConnAudit>) {
+pub fn spawn_upgrade(
+    client: OnUpgrade,
+    server: OnUpgrade,
+    audit: Arc<ConnAudit>,
+    shared: Arc<Shared>,
+) {
     tokio::spawn(async move {
         match tokio::try_join!(client, server) {
             Ok((client, server)) => {
                 let mut client = Counted::new(TokioIo::new(client), Arc::clone(&audit));
                 let mut server = TokioIo::new(server);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
-                    tracing::debug!(error = %e, "upgraded connection ended with an error");
-                }
+                let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+                splice_until_done(copy, &audit, &shared).await;
             }
             Err(e) => tracing::debug!(error = %e, "protocol upgrade failed"),
         }
         drop(audit);
     });
+}
+
+async fn splice_until_done<F>(copy: F, audit: &ConnAudit, shared: &Shared)
+where
+    F: std::future::Future<Output = std::io::Result<(u64, u64)>>,
+{
+    let mut cut = shared.cut.clone();
+    let stall = shared.config.limits.body_timeout;
+    tokio::select! {
+        result = copy => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "tunnel ended with an error");
+            }
+        }
+        _ = audit.stalled_for(stall) => {
+            audit.failed("timeout", &format!("no byte either way for {}s (--body-timeout)", stall.as_secs()));
+        }
+        _ = super::stopped(&mut cut) => audit.failed("shutdown", "cut at the end of the shutdown grace"),
+    }
 }
