@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use llmtap::config::{CaAction, Cli, Command, Config, PolicyAction};
-use llmtap::export::{ExportConfig, ExportFlags, ExportHandle, process_env};
+use llmtap::export::{ExportConfig, ExportFlags, ExportHandle, SpoolSettings, process_env};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -96,9 +96,11 @@ const EXPORT_FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_sec
 async fn run(args: &llmtap::config::RunArgs) -> anyhow::Result<ExitCode> {
     let config = Config::from_args(args)?;
     let (exporter, destination) = start_exporter(&config)?;
+    // Before the proxy starts: a SIGHUP or SIGTERM right after start must not kill the process.
+    let mut signals = Signals::install();
     let proxy = llmtap::start(config, Arc::new(exporter.clone())).await?;
     announce(&proxy, &destination);
-    wait_for_stop(&proxy).await;
+    signals.wait_for_stop(&proxy).await;
     tracing::info!(
         in_flight = proxy.shared.in_flight.current(),
         grace = ?proxy.shared.config.shutdown_grace,
@@ -131,7 +133,20 @@ fn start_exporter(config: &Config) -> anyhow::Result<(ExportHandle, String)> {
     // The same roots as upstream calls, so a private OTLP endpoint works with --upstream-ca.
     let tls = llmtap::proxy::upstream::client_tls_config(config.upstream_ca.as_deref())?;
     export_config.tls = Some(Arc::new(tls));
-    let destination = describe(&export_config.destination);
+    export_config.spool = config.spool.as_ref().map(|s| SpoolSettings {
+        dir: s.dir.clone(),
+        max_bytes: s.max_bytes as u64,
+    });
+    let mut destination = describe(&export_config.destination);
+    if let (Some(spool), llmtap::export::Destination::Otlp { .. }) =
+        (&export_config.spool, &export_config.destination)
+    {
+        destination.push_str(&format!(
+            ", spool {} (up to {} bytes)",
+            spool.dir.display(),
+            spool.max_bytes
+        ));
+    }
     let handle = ExportHandle::start(export_config, Arc::clone(&config.redactor))?;
     Ok((handle, destination))
 }
@@ -167,29 +182,51 @@ fn announce(proxy: &llmtap::RunningProxy, destination: &str) {
     );
 }
 
-/// Waits for SIGTERM or Ctrl-C; SIGHUP meanwhile re-reads the policy file.
-async fn wait_for_stop(proxy: &llmtap::RunningProxy) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops llmtap");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    let mut hup = signal(SignalKind::hangup()).ok();
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = tokio::signal::ctrl_c() => return,
-            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                match proxy.reload_policy() {
-                    Ok(summary) => tracing::info!(policy = %summary, "policy reloaded; new connections use it"),
+/// SIGTERM, SIGHUP (and Ctrl-C), watched from before the proxy starts.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate())
+            .map_err(
+                |e| tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops llmtap"),
+            )
+            .ok();
+        let hup = signal(SignalKind::hangup())
+            .map_err(|e| tracing::warn!(error = %e, "cannot watch SIGHUP; the policy cannot be reloaded"))
+            .ok();
+        Signals { term, hup }
+    }
+
+    /// Waits for SIGTERM or Ctrl-C; SIGHUP meanwhile re-reads the policy file.
+    async fn wait_for_stop(&mut self, proxy: &llmtap::RunningProxy) {
+        loop {
+            tokio::select! {
+                _ = recv_or_never(self.term.as_mut()) => return,
+                _ = tokio::signal::ctrl_c() => return,
+                _ = recv_or_never(self.hup.as_mut()) => match proxy.reload_policy() {
+                    Ok(summary) => {
+                        tracing::info!(policy = %summary, "policy reloaded; new connections use it")
+                    }
                     Err(e) => tracing::error!(error = %e, "policy reload failed"),
-                }
+                },
             }
         }
+    }
+}
+
+async fn recv_or_never(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            if s.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 

@@ -19,7 +19,7 @@ pub async fn run(
             .ok_or_else(|| format!("no [[client]] named {name:?} in the policy"))?,
         None => config.policy.default_client(),
     };
-    let rules = config.egress_rules(vec![config.listen]);
+    let rules = config.egress_rules(crate::proxy::own_addresses(config.listen));
     let via = if plain_http { Via::Http } else { Via::Connect };
     let decision = policy::decide(&rules, &client, &target, via, &SystemResolver).await;
     Ok(describe(&decision, &target))

@@ -89,12 +89,31 @@ fn bad_target(target: &Target) -> Option<String> {
     if target.port == 0 {
         return Some(format!("port 0 of {} is not a port", target.host));
     }
+    if numeric_but_not_canonical(&target.host) {
+        return Some(format!(
+            "{:?} is a number but not a dotted-quad IPv4 address; write the address as a.b.c.d",
+            target.host
+        ));
+    }
     let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':');
     let bad_v6 = target.host.contains(':') && target.host.parse::<IpAddr>().is_err();
     if !target.host.bytes().all(ok) || bad_v6 {
         return Some(format!("{:?} is not a host name", target.host));
     }
     None
+}
+
+/// `2130706433`, `127.1`, `0x7f.1`, `017700000001`: resolvers read these as IPv4 addresses,
+/// so judged as names they would walk around IP rules. A last label that is a number (decimal
+/// or `0x` hex) makes the host an address, and then only the strict dotted quad is accepted.
+fn numeric_but_not_canonical(host: &str) -> bool {
+    let last = host.rsplit('.').next().unwrap_or(host);
+    let numeric = !last.is_empty()
+        && (last.bytes().all(|b| b.is_ascii_digit())
+            || last
+                .strip_prefix("0x")
+                .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit())));
+    numeric && host.parse::<IpAddr>().is_err()
 }
 
 /// The policy rules by name: `Ok(pattern)` that allows, or the reason of a denial.
@@ -195,15 +214,17 @@ fn check_private(
     Ok(())
 }
 
-/// llmtap's own listen address, or any loopback/unspecified address on the port of an own
-/// address that listens on every interface.
+/// llmtap's own listen address; the unspecified address (`0.0.0.0`, `::`: "this host") on
+/// one of its ports; or any loopback address on the port of an own address that listens on
+/// every interface.
 fn is_own_addr(own: &[SocketAddr], addr: SocketAddr) -> bool {
     let ip = canonical(addr.ip());
     own.iter().any(|o| {
         let own_ip = canonical(o.ip());
         o.port() == addr.port()
             && (own_ip == ip
-                || (own_ip.is_unspecified() && (ip.is_loopback() || ip.is_unspecified())))
+                || ip.is_unspecified()
+                || (own_ip.is_unspecified() && ip.is_loopback()))
     })
 }
 
@@ -554,6 +575,11 @@ allow = []
             ("browser-sandbox", "example.com", 0, Connect, false, Deny(DenyKind::BadTarget, "port 0"), 0),
             ("browser-sandbox", "exa mple.com", 443, Http, false, Deny(DenyKind::BadTarget, "not a host name"), 0),
             ("browser-sandbox", "fe80::1%eth0", 443, Connect, false, Deny(DenyKind::BadTarget, "not a host name"), 0),
+            ("browser-sandbox", "2130706433", 443, Connect, false, Deny(DenyKind::BadTarget, "not a dotted-quad"), 0),
+            ("browser-sandbox", "127.1", 443, Connect, false, Deny(DenyKind::BadTarget, "not a dotted-quad"), 0),
+            ("browser-sandbox", "0x7f.1", 443, Connect, false, Deny(DenyKind::BadTarget, "not a dotted-quad"), 0),
+            ("browser-sandbox", "017700000001", 443, Http, false, Deny(DenyKind::BadTarget, "not a dotted-quad"), 0),
+            ("browser-sandbox", "127.0.0.01", 443, Http, false, Deny(DenyKind::BadTarget, "not a dotted-quad"), 0),
             ("browser-sandbox", "nx.test", 443, Connect, false, Deny(DenyKind::Resolve, "cannot resolve nx.test: no such host"), 1),
             ("browser-sandbox", "empty.test", 443, Connect, false, Deny(DenyKind::Resolve, "cannot resolve empty.test: no addresses"), 1),
         ]

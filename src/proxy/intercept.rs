@@ -122,7 +122,14 @@ async fn serve_tunnel(call: Arc<Call>, on_upgrade: OnUpgrade) {
 
 fn refuse(call: &Call, kind: &str, why: &str) {
     tracing::info!(client = %call.client_addr, target = %call.grant.target.authority(), why, "intercepted CONNECT refused");
-    call.shared.decisions.deny.fetch_add(1, Ordering::Relaxed);
+    // The front counted this connection as allowed; it ends as a denial.
+    let decisions = &call.shared.decisions;
+    let counted = match call.grant.verdict {
+        crate::policy::Verdict::Allow => &decisions.allow,
+        crate::policy::Verdict::WouldDeny => &decisions.would_deny,
+    };
+    let _ = counted.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    decisions.deny.fetch_add(1, Ordering::Relaxed);
     call.audit.refused(kind, why);
 }
 

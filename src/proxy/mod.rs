@@ -277,7 +277,7 @@ pub async fn start(
         addr: config.listen,
         source,
     })?;
-    let rules = config.egress_rules(vec![local_addr]);
+    let rules = config.egress_rules(own_addresses(local_addr));
     let (stop, stopped) = watch::channel(false);
     let (cut, cut_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -306,6 +306,26 @@ pub async fn start(
         cut,
         task,
     })
+}
+
+/// The addresses a connection to llmtap itself would use: the listen address, and when it
+/// listens on every interface, each interface's address on that port (a loop through a
+/// container's own IP is still a loop).
+pub fn own_addresses(local_addr: SocketAddr) -> Vec<SocketAddr> {
+    let mut own = vec![local_addr];
+    if local_addr.ip().is_unspecified() {
+        match if_addrs::get_if_addrs() {
+            Ok(interfaces) => own.extend(
+                interfaces
+                    .iter()
+                    .map(|i| SocketAddr::new(i.ip(), local_addr.port())),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list interface addresses; only loopback counts as llmtap itself")
+            }
+        }
+    }
+    own
 }
 
 /// Resolves once shutdown has begun.
