@@ -25,6 +25,8 @@ pub const EMBEDDED_CONFIG: &str = include_str!("../addons-config/redaction.toml"
 
 /// Name of the capture group that, when present, is the only part of a match replaced.
 const SECRET_GROUP: &str = "secret";
+/// Name of the capture group compared with a pattern's `keep_fields`.
+const FIELD_GROUP: &str = "field";
 
 /// Wire form of `addons-config/redaction.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -50,6 +52,21 @@ pub struct RedactionConfig {
 pub struct BodyPattern {
     pub name: String,
     pub regex: String,
+    /// Matches whose `field` group is one of these names (ASCII case-insensitive) are kept
+    /// as they are; the regex must then have a `(?P<field>…)` group.
+    #[serde(default)]
+    pub keep_fields: Vec<String>,
+}
+
+impl BodyPattern {
+    /// A pattern without `keep_fields`.
+    pub fn new(name: &str, regex: &str) -> BodyPattern {
+        BodyPattern {
+            name: name.to_owned(),
+            regex: regex.to_owned(),
+            keep_fields: Vec::new(),
+        }
+    }
 }
 
 /// Why redaction rules could not be loaded.
@@ -100,10 +117,7 @@ impl RedactionConfig {
             redacted_query_params: vec!["key".into(), "api_key".into(), "token".into()],
             body_patterns: patterns
                 .iter()
-                .map(|(name, regex)| BodyPattern {
-                    name: (*name).to_owned(),
-                    regex: (*regex).to_owned(),
-                })
+                .map(|(name, regex)| BodyPattern::new(name, regex))
                 .collect(),
         }
     }
@@ -132,7 +146,40 @@ pub struct Redactor {
     /// Cheap "does anything match" test, so clean text is returned borrowed.
     set: RegexSet,
     /// Same patterns, same order as `set`, for the replacement pass.
-    patterns: Vec<Regex>,
+    patterns: Vec<Pattern>,
+}
+
+/// One compiled body pattern.
+#[derive(Debug, Clone)]
+struct Pattern {
+    regex: Regex,
+    /// Lower-cased `keep_fields`: a match whose `field` group is one of them stays.
+    keep_fields: HashSet<String>,
+}
+
+impl Pattern {
+    /// Compiles one configured pattern, or says what is wrong with it, by name.
+    fn compile(pattern: &BodyPattern) -> Result<Pattern, String> {
+        let regex = Regex::new(&pattern.regex).map_err(|error| {
+            format!(
+                "body pattern {:?} ({}): {error}",
+                pattern.name, pattern.regex
+            )
+        })?;
+        let has_field = regex.capture_names().flatten().any(|n| n == FIELD_GROUP);
+        if !pattern.keep_fields.is_empty() && !has_field {
+            return Err(format!(
+                "body pattern {:?} has keep_fields but no (?P<{FIELD_GROUP}>…) group",
+                pattern.name
+            ));
+        }
+        let keep_fields = pattern
+            .keep_fields
+            .iter()
+            .map(|f| f.trim().to_ascii_lowercase())
+            .collect();
+        Ok(Pattern { regex, keep_fields })
+    }
 }
 
 impl Redactor {
@@ -141,19 +188,16 @@ impl Redactor {
         let mut problems = Vec::new();
         let mut patterns = Vec::with_capacity(config.body_patterns.len());
         for pattern in &config.body_patterns {
-            match Regex::new(&pattern.regex) {
-                Ok(regex) => patterns.push(regex),
-                Err(error) => problems.push(format!(
-                    "body pattern {:?} ({}): {error}",
-                    pattern.name, pattern.regex
-                )),
+            match Pattern::compile(pattern) {
+                Ok(compiled) => patterns.push(compiled),
+                Err(problem) => problems.push(problem),
             }
         }
         let (safe_exact, safe_prefixes) = split_safe_headers(&config.safe_headers, &mut problems);
         if !problems.is_empty() {
             return Err(RedactError::Invalid(problems));
         }
-        let set = RegexSet::new(patterns.iter().map(Regex::as_str))
+        let set = RegexSet::new(patterns.iter().map(|p| p.regex.as_str()))
             .map_err(|error| RedactError::Invalid(vec![format!("body patterns: {error}")]))?;
         let always_redacted = ALWAYS_REDACTED_HEADERS
             .iter()
@@ -216,10 +260,10 @@ impl Redactor {
         }
         let mut out = Cow::Borrowed(text);
         for index in matched.iter() {
-            let Some(regex) = self.patterns.get(index) else {
+            let Some(pattern) = self.patterns.get(index) else {
                 continue;
             };
-            if let Cow::Owned(replaced) = replace_secrets(regex, &out) {
+            if let Cow::Owned(replaced) = replace_secrets(pattern, &out) {
                 out = Cow::Owned(replaced);
             }
         }
@@ -314,12 +358,21 @@ fn is_header_token(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// Replaces the `secret` group of each match, or the whole match when there is none.
-fn replace_secrets<'a>(regex: &Regex, text: &'a str) -> Cow<'a, str> {
-    regex.replace_all(text, |caps: &Captures| {
+/// Replaces the `secret` group of each match, or the whole match when there is none; a match
+/// whose `field` group is in the pattern's `keep_fields` is left as it is.
+fn replace_secrets<'a>(pattern: &Pattern, text: &'a str) -> Cow<'a, str> {
+    pattern.regex.replace_all(text, |caps: &Captures| {
         let Some(whole) = caps.get(0) else {
             return REDACTED.to_owned();
         };
+        let kept = caps.name(FIELD_GROUP).is_some_and(|f| {
+            pattern
+                .keep_fields
+                .contains(&f.as_str().to_ascii_lowercase())
+        });
+        if kept {
+            return whole.as_str().to_owned();
+        }
         match caps.name(SECRET_GROUP) {
             Some(secret) => {
                 let head = &text[whole.start()..secret.start()];
@@ -523,6 +576,459 @@ mod tests {
         }
     }
 
+    /// Redacts each input with the shipped rules and compares with the expected text.
+    fn check(cases: &[(&str, &str)]) {
+        let r = redactor();
+        for (input, want) in cases {
+            assert_eq!(r.redact_text(input), *want, "input {input:?}");
+        }
+    }
+
+    /// Every sample is removed wherever it sits: alone, quoted, after a JSON escape, in prose.
+    fn check_removed(samples: &[&str]) {
+        let r = redactor();
+        for sample in samples {
+            let forms = [
+                (*sample).to_owned(),
+                format!("key: {sample} end"),
+                format!(r#"{{"note":"{sample}","n":1}}"#),
+                format!(r#"{{"note":"line one\n{sample}\tmore"}}"#),
+                format!("data: {{\"text\":\"{sample}\"}}\n\n"),
+                format!("https://h/p?x={sample}&y=2"),
+            ];
+            for form in forms {
+                let out = r.redact_text(&form);
+                assert!(!out.contains(sample), "{sample} survived in {out}");
+                assert!(out.contains(REDACTED), "{form} -> {out}");
+            }
+        }
+    }
+
+    const GITHUB_TOKENS: &[&str] = &[
+        "ghp_u8jzPde0IgxLd6GncfBAepfJBd0Kh8oOOL8d",
+        "gho_KLzdocJ2isAjIhKtJ0RlgLKOmxgJTeKdNnFR",
+        "ghu_IBXuDL7DxtpYlSXpfKtHF4vUCsMehGAkWvj7",
+        "ghs_FAc9QeWJKY40uvSwMFLZDe1f8rESQedUStPK",
+        "ghr_R0CsTy4Qwb8DwkNhFdnXsiVpzz63FfkCzJr4",
+        "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",
+    ];
+
+    #[test]
+    fn github_tokens() {
+        check_removed(GITHUB_TOKENS);
+        check(&[
+            (
+                "ghp_short and github_pat_ are words",
+                "ghp_short and github_pat_ are words",
+            ),
+            (
+                "git clone https://x:ghp_u8jzPde0IgxLd6GncfBAepfJBd0Kh8oOOL8d@github.com/o/r",
+                "git clone https://x:[REDACTED]@github.com/o/r",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn gitlab_tokens() {
+        check_removed(&[
+            "glpat-UdjAWtGSU8po_799Nksn",
+            "glpat-RH9ucAUsdMlHUvTCQCyEZDz-Tdd.01.r4qmw2wxf",
+            "gldt-UdjAWtGSU8po_799Nksn",
+            "glrt-t1_UdjAWtGSU8po_799Nksn",
+            "glcbt-64_UdjAWtGSU8po_799Nksn",
+            "glptt-0123456789abcdef0123456789abcdef01234567",
+            "glft-UdjAWtGSU8po_799Nksn",
+            "gloas-0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab",
+            "GR1348941UdjAWtGSU8po_799Nksn",
+        ]);
+        check(&[(
+            "token glpat-RH9ucAUsdMlHUvTCQCyEZDz-Tdd.01.r4qmw2wxf. Next",
+            "token [REDACTED]. Next",
+        )]);
+    }
+
+    #[test]
+    fn slack_tokens() {
+        check_removed(&[
+            "xoxb-313735379907-5116372651676-V8fUkkibjL5DZPjN0MEQ7wjJ",
+            "xoxp-313735379907-5116372651676-5116372651677-0123456789abcdef0123456789abcdef",
+            "xoxa-2-313735379907-5116372651676-V8fUkkibjL5DZPjN",
+            "xoxr-313735379907-5116372651676-V8fUkkibjL5DZPjN",
+            "xoxs-313735379907-5116372651676-V8fUkkibjL5DZPjN",
+            "xoxe.xoxp-1-Mi0yLTMxMzczNTM3OTkwNy01MTE2MzcyNjUxNjc2",
+            "xapp-1-A9IBAG7I1MN-0434839548620-bed440e50454f31af3176813e02ea68ef786e4d3cea27d26934b484e73cf575d",
+        ]);
+        check(&[(
+            "POST https://hooks.slack.com/services/T01ABCDEF/B02ABCDEF/AbCdEfGhIjKlMnOpQrStUvWx ok",
+            "POST https://hooks.slack.com/services/[REDACTED] ok",
+        )]);
+    }
+
+    #[test]
+    fn stripe_keys() {
+        check_removed(&[
+            "sk_live_GzvAmwufUxbvJDCTbyvHNsG9",
+            "rk_live_eh6Yo4gfqrc5XlrWi0B26R08",
+            "sk_test_qzjI6GKFSufrdZSlB5er8bOf",
+            "rk_test_qzjI6GKFSufrdZSlB5er8bOf",
+            "whsec_ZqfM2oeq3hDavJA76rNicHTp8hkqdlm7",
+        ]);
+        // Publishable keys are public by design.
+        check(&[(
+            "pk_live_GzvAmwufUxbvJDCTbyvHNsG9",
+            "pk_live_GzvAmwufUxbvJDCTbyvHNsG9",
+        )]);
+    }
+
+    #[test]
+    fn aws_access_key_ids() {
+        check_removed(&["AKIATT7NS26LRWBQCAB6", "ASIA9M64P2G158Z6TNOV"]);
+        check(&[
+            (
+                "AKIATT7NS26LRWBQCAB6X is longer",
+                "AKIATT7NS26LRWBQCAB6X is longer",
+            ),
+            (r#""x\nAKIATT7NS26LRWBQCAB6""#, r#""x\n[REDACTED]""#),
+        ]);
+    }
+
+    #[test]
+    fn aws_secret_access_keys() {
+        const SECRET: &str = "zrZSgqbjG3uhkWKFLf6xuI5aHUQPFeNBTxaQWk8J";
+        let forms = [
+            format!("[default]\naws_secret_access_key = {SECRET}\n"),
+            format!("export AWS_SECRET_ACCESS_KEY={SECRET}"),
+            format!("AWS_SECRET_ACCESS_KEY=\"{SECRET}\""),
+            format!("SecretAccessKey: {SECRET}"),
+            format!(r#"{{"SecretAccessKey": "{SECRET}", "AccessKeyId": "ASIA9M64P2G158Z6TNOV"}}"#),
+            format!(r#"{{"aws_secret_access_key":"{SECRET}"}}"#),
+            format!(r#"{{"env":"aws_secret_access_key=\"{SECRET}\"\nregion=x"}}"#),
+            format!(r#"{{"args":"{{\"aws_secret_access_key\": \"{SECRET}\"}}"}}"#),
+            format!(":aws_secret_access_key => '{SECRET}'"),
+            format!("aws_session_token = {SECRET}{SECRET}"),
+        ];
+        let r = redactor();
+        for form in forms {
+            let out = r.redact_text(&form);
+            assert!(!out.contains(&SECRET[..16]), "{form} -> {out}");
+        }
+        // The same 40 characters without a name next to them could be anything: they stay.
+        check(&[(SECRET, SECRET)]);
+    }
+
+    #[test]
+    fn google_tokens() {
+        check_removed(&[
+            "ya29.zFalHlsZfYcMMDktXP-tKsf2rcDkdfrUnW5gcF_Ha6ili8GjHEAD6-Wj9KfzjsQGMrb9h_ImB_LK777pzNk8cL6j5IXAAjlsHUqJ",
+            "AIzaoUD-_Ydua_5ZMs1SWOpQaPRYpzbLGViYXjU",
+            "1//02JgJngKtFI3OyV2dZAkg05rK_gqv81RKMGHZEM9YpvujA-C5Q52ryFlwRlOE",
+            "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",
+        ]);
+    }
+
+    const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IlRlc3QgVXNlciIsImlhdCI6MTUxNjIzOTAyMn0.28_ajY75FnCttn6kfaqDeMqG3omjMyXHCabM6JOF8EF";
+
+    #[test]
+    fn jwts() {
+        check_removed(&[
+            JWT,
+            // alg: none, empty signature
+            "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxMjM0NTY3ODkwIn0.",
+        ]);
+        check(&[
+            ("version eyJ.x.y stays", "version eyJ.x.y stays"),
+            (
+                &format!("Cookie-ish id_token={JWT}; path=/"),
+                "Cookie-ish id_token=[REDACTED]; path=/",
+            ),
+        ]);
+    }
+
+    const PEM_LINES: [&str; 3] = [
+        "d0Nhcy/1kGD2VD/eR1UYzaLiA/zNyD7CHLn/xC+1hsYgBds1ghxY5OokvQyx7eNW",
+        "VQ4vnakJkS1pAWTN3lg8zV5yPU8d0FZfWe7ihGyiRUIQfHOJMaidDn87XG3/q/xb",
+        "MtEPO6UkzYuF0ie9Pu2njHkAm1/5wDr16EpLLJIVGHz4FxFEtKyPiYGFDm7ena8D",
+    ];
+
+    fn pem(label: &str, newline: &str, indent: &str) -> String {
+        let mut out = format!("{indent}-----BEGIN {label}-----{newline}");
+        for line in PEM_LINES {
+            out.push_str(&format!("{indent}{line}{newline}"));
+        }
+        out.push_str(&format!("{indent}-----END {label}-----"));
+        out
+    }
+
+    fn assert_no_pem_line(out: &str, context: &str) {
+        for line in PEM_LINES {
+            assert!(
+                !out.contains(&line[..12]),
+                "{context}: key text survived in {out}"
+            );
+        }
+    }
+
+    #[test]
+    fn pem_private_key_blocks() {
+        let r = redactor();
+        let labels = [
+            "PRIVATE KEY",
+            "RSA PRIVATE KEY",
+            "EC PRIVATE KEY",
+            "DSA PRIVATE KEY",
+            "OPENSSH PRIVATE KEY",
+            "ENCRYPTED PRIVATE KEY",
+            "PGP PRIVATE KEY BLOCK",
+        ];
+        for label in labels {
+            for (newline, indent) in [("\n", ""), ("\r\n", ""), ("\n", "    "), (r"\n", "")] {
+                let block = pem(label, newline, indent);
+                let text = format!("before {block}{newline}after.");
+                let out = r.redact_text(&text);
+                assert_no_pem_line(&out, label);
+                assert!(out.starts_with("before "), "{out}");
+                assert!(out.ends_with("after."), "{out}");
+            }
+        }
+        // Legacy encrypted PEM with headers.
+        let legacy = format!(
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,2AF25325A9B286F4CBD8D6D0A0A4C3E5\n\n{}\n-----END RSA PRIVATE KEY-----\n",
+            PEM_LINES.join("\n")
+        );
+        let out = r.redact_text(&legacy);
+        assert_eq!(out, format!("{REDACTED}\n"));
+        // Certificates and public keys are not secrets.
+        let cert = pem("CERTIFICATE", "\n", "");
+        assert_eq!(r.redact_text(&cert), cert);
+    }
+
+    #[test]
+    fn pem_in_json_stays_valid_json() {
+        let r = redactor();
+        let block = pem("RSA PRIVATE KEY", "\n", "");
+        let doc = serde_json::json!({
+            "type": "service_account",
+            "note": format!("key:\n{block}\nend"),
+            "nested": {"k": pem("OPENSSH PRIVATE KEY", "\n", "")},
+        });
+        for text in [doc.to_string(), serde_json::to_string_pretty(&doc).unwrap()] {
+            let out = r.redact_text(&text);
+            assert_no_pem_line(&out, "json");
+            let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(parsed["note"], format!("key:\n{REDACTED}\nend"));
+            assert_eq!(parsed["nested"]["k"], REDACTED);
+            assert_eq!(parsed["type"], "service_account");
+        }
+        // Escaped once more (a JSON string holding a JSON document), and `\/` escapes.
+        let inner = doc.to_string();
+        let outer = serde_json::json!({ "arguments": inner }).to_string();
+        let out = r.redact_text(&outer);
+        assert_no_pem_line(&out, "double-escaped");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap();
+        let slashed = doc.to_string().replace('/', "\\/");
+        let out = r.redact_text(&slashed);
+        assert_no_pem_line(&out, "slash-escaped");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap();
+    }
+
+    #[test]
+    fn pem_cut_by_the_capture_cap() {
+        let r = redactor();
+        let block = pem("PRIVATE KEY", "\n", "");
+        let cut = &block[..block.len() - 60];
+        assert_eq!(r.redact_text(cut), REDACTED);
+        let json_cut = &serde_json::json!({ "k": block }).to_string()[..150];
+        let out = r.redact_text(json_cut);
+        assert_no_pem_line(&out, "cut json");
+        assert!(out.starts_with(r#"{"k":"[REDACTED]"#), "{out}");
+    }
+
+    #[test]
+    fn json_secret_fields() {
+        check(&[
+            (
+                r#"{"anthropic_api_key": "not-key-shaped-1", "model": "claude-sonnet-4-5"}"#,
+                r#"{"anthropic_api_key": "[REDACTED]", "model": "claude-sonnet-4-5"}"#,
+            ),
+            (
+                r#"{"refreshToken":"abc","client_secret":"def","db_password":"p@ss word!"}"#,
+                r#"{"refreshToken":"[REDACTED]","client_secret":"[REDACTED]","db_password":"[REDACTED]"}"#,
+            ),
+            (
+                r#"{"X-Api-Key":"a","apikey":"b","OPENAI_API_KEY":"c","Authorization":"Basic x"}"#,
+                r#"{"X-Api-Key":"[REDACTED]","apikey":"[REDACTED]","OPENAI_API_KEY":"[REDACTED]","Authorization":"[REDACTED]"}"#,
+            ),
+            (
+                r#"{"token":"t0k","session_token":"s","private_key":"k","secret":"s","credentials":"c"}"#,
+                r#"{"token":"[REDACTED]","session_token":"[REDACTED]","private_key":"[REDACTED]","secret":"[REDACTED]","credentials":"[REDACTED]"}"#,
+            ),
+            (
+                "{\n  \"password\" :\n    \"a\\\"b\\\\c\\u0041\",\n  \"next\": 1\n}",
+                "{\n  \"password\" :\n    \"[REDACTED]\",\n  \"next\": 1\n}",
+            ),
+            // Usage numbers, token counts and other non-credential names stay.
+            (
+                r#"{"max_tokens":64,"usage":{"input_tokens":12,"output_tokens":34},"token_type":"bearer","tokens":"many","token_count":"3","password":"","api_key":null,"secret":true}"#,
+                r#"{"max_tokens":64,"usage":{"input_tokens":12,"output_tokens":34},"token_type":"bearer","tokens":"many","token_count":"3","password":"","api_key":null,"secret":true}"#,
+            ),
+            // Known-harmless names ending in "token".
+            (
+                r#"{"eos_token":"</s>","BOS_TOKEN":"<s>","nextPageToken":"CgQIARAB","page_token":"p"}"#,
+                r#"{"eos_token":"</s>","BOS_TOKEN":"<s>","nextPageToken":"CgQIARAB","page_token":"p"}"#,
+            ),
+            // A value cut by the capture cap is removed to the end of its line.
+            (
+                "{\"model\":\"x\",\"password\":\"hunter2 and mo",
+                "{\"model\":\"x\",\"password\":\"[REDACTED]",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn json_secret_fields_keep_documents_valid() {
+        let r = redactor();
+        let doc = serde_json::json!({
+            "model": "gpt-4o",
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "say \"hi\"\n"}],
+            "tools": [{"function": {"arguments": "{\"api_key\": \"tool-\\\"quoted\\\"-value\", \"city\": \"Paris\"}"}}],
+            "auth": {"clientSecret": "a\"b\\c\u{1}é", "accessToken": "x", "token_type": "bearer"},
+        });
+        for text in [doc.to_string(), serde_json::to_string_pretty(&doc).unwrap()] {
+            let out = r.redact_text(&text);
+            let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(parsed["auth"]["clientSecret"], REDACTED);
+            assert_eq!(parsed["auth"]["accessToken"], REDACTED);
+            assert_eq!(parsed["auth"]["token_type"], "bearer");
+            assert_eq!(parsed["max_tokens"], 64);
+            assert_eq!(parsed["messages"], doc["messages"]);
+            let arguments = parsed["tools"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap();
+            let arguments: serde_json::Value = serde_json::from_str(arguments).unwrap();
+            assert_eq!(arguments["api_key"], REDACTED);
+            assert_eq!(arguments["city"], "Paris");
+        }
+    }
+
+    #[test]
+    fn json_secret_fields_in_sse() {
+        let sse = concat!(
+            "event: content_block_delta\n",
+            "data: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"input_json_delta\",",
+            "\"partial_json\":\"{\\\"password\\\": \\\"s3cr3t-value\\\"}\"}}\n\n",
+            "data: {\"usage\":{\"output_tokens\":15},\"api_key\":\"plain-value\"}\n\n",
+        );
+        let out = redactor().redact_text(sse).into_owned();
+        assert!(
+            !out.contains("s3cr3t-value") && !out.contains("plain-value"),
+            "{out}"
+        );
+        assert!(out.contains("\"output_tokens\":15"), "{out}");
+        for line in out.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+    }
+
+    #[test]
+    fn env_style_assignments() {
+        check(&[
+            (
+                "DB_PASSWORD=hunter2\nexport GITHUB_TOKEN=\"abc123\"\nMAX_TOKENS=100",
+                "DB_PASSWORD=[REDACTED]\nexport GITHUB_TOKEN=\"[REDACTED]\"\nMAX_TOKENS=100",
+            ),
+            (
+                r#"{"content":"STRIPE_SECRET=abc\nPGPASSWORD=x y"}"#,
+                r#"{"content":"STRIPE_SECRET=[REDACTED]\nPGPASSWORD=[REDACTED] y"}"#,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn keys_after_json_escapes() {
+        // In JSON text `\n` leaves no word boundary before the key: the patterns allow for it.
+        let r = redactor();
+        let keys = [
+            "sk-abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKL",
+            "gsk_abcdefghijklmnopqrstuvwxyz0123",
+            "xai-abcdefghijklmnopqrstuvwxyz0123",
+            "hf_abcdefghijklmnopqrstuvwxyz0123456789",
+            "AKIATT7NS26LRWBQCAB6",
+        ];
+        for key in keys {
+            for escape in [r"\n", r"\t", r"\r"] {
+                let text = format!(r#"{{"text":"x{escape}{key}"}}"#);
+                assert_eq!(
+                    r.redact_text(&text),
+                    format!(r#"{{"text":"x{escape}{REDACTED}"}}"#)
+                );
+            }
+        }
+        check(&[(
+            "task-abcdefghijklmnopqrstuvwxyz",
+            "task-abcdefghijklmnopqrstuvwxyz",
+        )]);
+    }
+
+    #[test]
+    fn keep_fields_need_a_field_group_and_are_case_insensitive() {
+        let config = RedactionConfig {
+            body_patterns: vec![BodyPattern {
+                keep_fields: vec!["Keep_Me".into()],
+                ..BodyPattern::new("f", r#""(?P<field>\w+)":"(?P<secret>\w+)""#)
+            }],
+            ..RedactionConfig::fallback()
+        };
+        let r = Redactor::new(&config).unwrap();
+        assert_eq!(
+            r.redact_text(r#""KEEP_ME":"a","other":"b""#),
+            format!(r#""KEEP_ME":"a","other":"{REDACTED}""#)
+        );
+    }
+
+    /// Hostile 1 MiB bodies: every pattern stays linear (no blow-up, no quadratic rescans).
+    #[test]
+    fn one_mebibyte_bodies_stay_fast() {
+        let r = redactor();
+        let mib = 1 << 20;
+        let repeat = |unit: &str| unit.repeat(mib / unit.len());
+        let bodies = [
+            repeat("a"),
+            repeat("A"),
+            repeat("\""),
+            repeat("\\"),
+            repeat("-----BEGIN PRIVATE KEY-----"),
+            repeat("-----BEGIN RSA PRIVATE KEY-----\nAAAA\n"),
+            repeat("\"token\":\""),
+            repeat("\"password\":\"x"),
+            repeat("\\\"api_key\\\":\\\"x"),
+            repeat("eyJaaaaaaaaa."),
+            repeat("ghp_"),
+            repeat("AKIA"),
+            repeat("aws_secret_access_key="),
+            repeat("A_TOKEN="),
+            repeat("bearer "),
+            repeat("sk-"),
+            repeat("\\n"),
+            repeat("日本語のテキスト"),
+            format!("\"api_key\":\"{}\"", "x".repeat(mib)),
+            format!("-----BEGIN PRIVATE KEY-----\n{}", "QUJD\n".repeat(mib / 5)),
+        ];
+        // Generous for debug builds on a loaded machine; linear runs take well under a second.
+        let bound = std::time::Duration::from_secs(20);
+        for body in &bodies {
+            let start = std::time::Instant::now();
+            let out = r.redact_text(body);
+            let took = start.elapsed();
+            assert!(
+                took < bound,
+                "{took:?} for {:?}… ({} bytes out)",
+                &body[..body.len().min(40)],
+                out.len()
+            );
+        }
+    }
+
     #[test]
     fn clean_text_is_borrowed() {
         let r = redactor();
@@ -576,23 +1082,24 @@ mod tests {
         let config = RedactionConfig {
             safe_headers: vec!["ok".into(), "bad name".into(), "*".into()],
             body_patterns: vec![
+                BodyPattern::new("broken_one", "(unclosed"),
+                BodyPattern::new("fine", "abc"),
+                BodyPattern::new("broken_two", "[z-a]"),
                 BodyPattern {
-                    name: "broken_one".into(),
-                    regex: "(unclosed".into(),
-                },
-                BodyPattern {
-                    name: "fine".into(),
-                    regex: "abc".into(),
-                },
-                BodyPattern {
-                    name: "broken_two".into(),
-                    regex: "[z-a]".into(),
+                    keep_fields: vec!["x".into()],
+                    ..BodyPattern::new("keep_without_field", "(?P<secret>abc)")
                 },
             ],
             ..RedactionConfig::fallback()
         };
         let err = Redactor::new(&config).unwrap_err().to_string();
-        for needle in ["broken_one", "broken_two", "bad name", "\"*\""] {
+        for needle in [
+            "broken_one",
+            "broken_two",
+            "keep_without_field",
+            "bad name",
+            "\"*\"",
+        ] {
             assert!(err.contains(needle), "{needle} missing from {err}");
         }
         assert!(!err.contains("\"fine\""));
