@@ -3,7 +3,8 @@
 # llmtap image: build in a pinned Rust image, run in distroless (glibc, ca-certificates, no shell).
 #   docker build -t llmtap .
 #   docker run --rm --read-only -v "$PWD/certs:/certs" --user "$(id -u):$(id -g)" -p 127.0.0.1:8080:8080 llmtap
-# The CA directory /certs is the only path llmtap writes to; everything else can be read-only.
+# The CA directory /certs is the only path llmtap writes to (and the spool, /var/spool/llmtap, when
+# PROXY_SPOOL_DIR points there); everything else can be read-only.
 
 # Both stages are Debian 12 (bookworm), so the glibc the binary links against is the one it runs on.
 FROM rust:1.95-slim-bookworm AS build
@@ -22,13 +23,20 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin llmtap \
  && install -D -m 0755 target/release/llmtap /out/usr/local/bin/llmtap \
- && mkdir -p /out/certs
+ && mkdir -p /out/certs \
+ && mkdir -p /out/spool \
+ && mkdir -m 1777 /out/spool/llmtap
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/usr/local/bin/llmtap /usr/local/bin/llmtap
 # An empty CA directory owned by the image's non-root user, so an anonymous or named volume there
 # starts out writable. With a bind mount, run the container as the owner of the host directory.
 COPY --from=build --chown=65532:65532 /out/certs /certs
+# /var/spool/llmtap, where compose mounts the spool's named volume (PROXY_SPOOL_DIR): a new volume
+# takes this directory's owner and mode, here sticky and writable by any user, since compose runs
+# llmtap as the host user (LLMTAP_UID). llmtap keeps its files in it 0600. (The parent is copied,
+# so the directory keeps its mode.)
+COPY --from=build --chown=65532:65532 /out/spool/ /var/spool/
 COPY addons-config /etc/llmtap/addons-config
 USER 65532:65532
 ENV PROXY_LISTEN=0.0.0.0:8080 \

@@ -308,12 +308,70 @@ fn llmtap_service_is_locked_down_and_healthchecked() {
         "the CA dir is a bind mount, is {src:?}"
     );
     assert!(!ro, "llmtap writes its CA: the CA mount must be writable");
+    let spool_dir = env_required(svc, "llmtap", "PROXY_SPOOL_DIR");
     for (src, dst, ro) in mounts(svc) {
         assert!(
-            dst == ca_dir || ro,
-            "llmtap: only the CA directory may be writable, {src}:{dst} is not read-only"
+            dst == ca_dir || dst == spool_dir || ro,
+            "llmtap: only the CA directory and the spool may be writable, {src}:{dst} is not read-only"
         );
     }
+}
+
+#[test]
+fn llmtap_spools_to_a_named_volume_of_its_own() {
+    let compose = compose();
+    let svc = service(&compose, "llmtap");
+    let dir = env_required(svc, "llmtap", "PROXY_SPOOL_DIR");
+    let (volume, _, ro) = mounts(svc)
+        .into_iter()
+        .find(|(_, dst, _)| *dst == dir)
+        .unwrap_or_else(|| panic!("llmtap: PROXY_SPOOL_DIR {dir} is not a mount"));
+    assert!(!ro, "llmtap writes its spool: the mount must be writable");
+    assert!(
+        !volume.starts_with('.') && !volume.starts_with('/') && !volume.is_empty(),
+        "the spool is a named volume (it must outlive the container), is {volume:?}"
+    );
+    assert!(
+        compose["volumes"][volume.as_str()].is_mapping(),
+        "volume {volume} must be declared at the top level"
+    );
+    // The spool holds records (prompts, answers): no sandbox, no gateway may read it.
+    for (name, other) in services(&compose) {
+        if name != "llmtap" {
+            assert!(
+                mounts(other).iter().all(|(src, _, _)| *src != volume),
+                "{name} must not mount llmtap's spool {volume}"
+            );
+        }
+    }
+    // The root file system is read-only: the spool must be the mount, not a path under it.
+    assert_eq!(svc["read_only"].as_bool(), Some(true));
+    if let Some(max) = env(svc, "PROXY_SPOOL_MAX_BYTES") {
+        use clap::Parser;
+        let argv = ["llmtap", "--spool-dir", &dir, "--spool-max-bytes", &max];
+        let cli = llmtap::config::Cli::try_parse_from(argv).unwrap();
+        let mut args = cli.run;
+        args.addons_config = repo().join("addons-config");
+        let config = llmtap::config::Config::from_args(&args).unwrap();
+        assert_eq!(config.spool.map(|s| s.dir), Some(PathBuf::from(&dir)));
+    }
+    // A fresh named volume takes the owner and mode of the image's directory: the image must
+    // carry it, writable by whichever user compose runs llmtap as.
+    let parent = Path::new(&dir)
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let creates = instructions(&read("Dockerfile"))
+        .into_iter()
+        .any(|(op, args)| {
+            let dest = args.split_whitespace().last().unwrap_or_default();
+            let dest = dest.trim_end_matches('/');
+            op == "COPY" && (dest == dir || dest == parent)
+        });
+    assert!(
+        creates,
+        "the image must create {dir}, so a new named volume there starts out writable"
+    );
 }
 
 #[test]

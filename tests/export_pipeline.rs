@@ -595,6 +595,35 @@ impl Write for Buffer {
 }
 
 #[tokio::test]
+async fn without_an_endpoint_there_is_no_spool() {
+    let buffer = Buffer::default();
+    let writer: SharedWriter = Arc::new(Mutex::new(Box::new(buffer.clone())));
+    let redactor = Arc::new(Redactor::new(&RedactionConfig::default()).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let mut config = config_for(None);
+    config.spool = Some(llmtap::export::SpoolSettings {
+        dir: spool.clone(),
+        max_bytes: 1 << 20,
+    });
+    let handle = ExportHandle::start_with_writer(config, redactor, writer).unwrap();
+    handle.submit(exchange(1));
+    let stats = handle.shutdown(WAIT).await;
+    assert_eq!((stats.exported, stats.spooled), (1, 0));
+    assert_eq!(
+        buffer
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count(),
+        1
+    );
+    assert!(!spool.exists(), "stdout records never touch the disk");
+}
+
+#[tokio::test]
 async fn stdout_json_lines_without_endpoint() {
     let buffer = Buffer::default();
     let writer: SharedWriter = Arc::new(Mutex::new(Box::new(buffer.clone())));

@@ -111,6 +111,8 @@ pub struct ExportConfig {
     pub body_decode_limit: usize,
     /// TLS for an `https` endpoint; `None` = webpki and system roots.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// `--spool-dir`: records the endpoint does not take wait on disk (OTLP only).
+    pub spool: Option<crate::export::SpoolSettings>,
 }
 
 /// Every problem found in the export settings, not only the first.
@@ -165,6 +167,7 @@ impl ExportConfig {
             max_record_bytes: flags.max_record_bytes,
             body_decode_limit: flags.max_record_bytes + flags.max_record_bytes / 4,
             tls: None,
+            spool: None,
         })
     }
 }

@@ -7,13 +7,16 @@
 //! logged once per burst of drops. One worker task drains the queue in batches (count, size,
 //! delay), builds the records on the blocking pool (`record` for calls, `egress` for
 //! decisions), and ships them over OTLP/HTTP (see `otlp`) or to stdout as JSON lines when no
-//! endpoint is configured (see `stdout`).
+//! endpoint is configured (see `stdout`). With `--spool-dir`, what the endpoint does not take
+//! waits on disk and is sent, in order, when it does again (see `spool` and `spooled`).
 
 pub mod attributes;
 pub mod config;
 pub mod egress;
 pub mod otlp;
 pub mod record;
+pub mod spool;
+mod spooled;
 pub mod stdout;
 mod worker;
 
@@ -23,6 +26,7 @@ pub use config::{
 };
 pub use egress::build_egress_record;
 pub use record::{AttrValue, LogRecordData, RecordContext, Severity, build_record};
+pub use spool::{SpoolError, SpoolSettings};
 
 use serde::Serialize;
 use std::sync::atomic::Ordering::Relaxed;
@@ -38,6 +42,8 @@ use crate::audit::EgressRecord;
 use crate::capture::{Exchange, ExchangeSink};
 use crate::redact::Redactor;
 use otlp::{OtlpClient, OtlpSetupError};
+use spool::{Origin, Recovery, Spool};
+use spooled::SpoolWorker;
 use stdout::SharedWriter;
 use worker::{RecordBuilder, Sink, Worker};
 
@@ -57,6 +63,8 @@ pub enum ExportError {
     NoRuntime,
     #[error(transparent)]
     Setup(#[from] OtlpSetupError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
 }
 
 /// Export counters as shown on `/healthz` and in the proxy's log.
@@ -76,6 +84,20 @@ pub struct ExportStats {
     pub export_retries: u64,
     pub queue_capacity: usize,
     pub queue_len: usize,
+    /// Records written to the spool (`--spool-dir`) because the endpoint did not take them.
+    pub spooled: u64,
+    /// Records in the spool not yet delivered, those left by an earlier run included.
+    pub spool_pending: u64,
+    /// Bytes the spool's files take (at most `--spool-max-bytes`).
+    pub spool_bytes: u64,
+    /// Records found in the spool at start, left by an earlier run.
+    pub spool_recovered: u64,
+    /// Oldest spooled records dropped to stay within `--spool-max-bytes` (or that the disk refused).
+    pub dropped_spool_full: u64,
+    /// Spooled records lost to a spool file found damaged while sending it.
+    pub dropped_spool_damaged: u64,
+    /// Spool files found cut short or corrupt at start (each read up to the damage).
+    pub spool_damaged: u64,
 }
 
 /// Shared between the handle and the worker.
@@ -87,6 +109,13 @@ pub(crate) struct Counters {
     pub dropped_export_failed: AtomicU64,
     pub dropped_shutdown: AtomicU64,
     pub export_retries: AtomicU64,
+    pub spooled: AtomicU64,
+    pub spool_pending: AtomicU64,
+    pub spool_bytes: AtomicU64,
+    pub spool_recovered: AtomicU64,
+    pub dropped_spool_full: AtomicU64,
+    pub dropped_spool_damaged: AtomicU64,
+    pub spool_damaged: AtomicU64,
     /// True while the queue is refusing records: the warning is logged once per burst.
     dropping: AtomicBool,
     burst_drops: AtomicU64,
@@ -125,37 +154,21 @@ impl ExportHandle {
         writer: SharedWriter,
     ) -> Result<ExportHandle, ExportError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ExportError::NoRuntime)?;
-        let sink = match &config.destination {
-            Destination::Otlp {
-                endpoint,
-                headers,
-                gzip,
-            } => {
-                let timeout = config.retry.request_timeout;
-                let tls = config.tls.clone();
-                let client = OtlpClient::new(endpoint, headers, *gzip, timeout, tls)?;
-                Sink::Otlp(Box::new(client))
-            }
-            Destination::Stdout => Sink::Stdout(writer),
-        };
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let (shutdown_tx, shutdown_rx) = watch::channel(None);
         let counters = Arc::new(Counters::default());
-        let worker = Worker {
+        let builder = Arc::new(RecordBuilder {
+            redactor,
+            max_record_bytes: config.max_record_bytes,
+            body_decode_limit: config.body_decode_limit,
+            resource: config.resource.clone(),
+        });
+        let channels = Channels {
             rx,
             shutdown: shutdown_rx,
-            builder: Arc::new(RecordBuilder {
-                redactor,
-                max_record_bytes: config.max_record_bytes,
-                body_decode_limit: config.body_decode_limit,
-                resource: config.resource,
-            }),
-            sink,
-            batch: config.batch,
-            retry: config.retry,
             counters: Arc::clone(&counters),
         };
-        let worker = runtime.spawn(worker.run());
+        let worker = spawn_worker(&runtime, config, builder, channels, writer)?;
         let control = Control {
             shutdown: shutdown_tx,
             worker,
@@ -220,11 +233,20 @@ impl ExportHandle {
             export_retries: c.export_retries.load(Relaxed),
             queue_capacity: tx.max_capacity(),
             queue_len: tx.max_capacity() - tx.capacity(),
+            spooled: c.spooled.load(Relaxed),
+            spool_pending: c.spool_pending.load(Relaxed),
+            spool_bytes: c.spool_bytes.load(Relaxed),
+            spool_recovered: c.spool_recovered.load(Relaxed),
+            dropped_spool_full: c.dropped_spool_full.load(Relaxed),
+            dropped_spool_damaged: c.dropped_spool_damaged.load(Relaxed),
+            spool_damaged: c.spool_damaged.load(Relaxed),
         }
     }
 
     /// Stops accepting records and flushes the queue, giving up after `deadline`.
-    /// What is still unexported then is counted in `dropped_shutdown`. Later calls only report.
+    /// With a spool, what the endpoint does not take by then is spooled for the next start;
+    /// what is still neither exported nor spooled is counted in `dropped_shutdown`. Later
+    /// calls only report.
     pub async fn shutdown(self, deadline: Duration) -> ExportStats {
         let control = self
             .inner
@@ -251,11 +273,16 @@ impl ExportHandle {
             );
         }
         let stats = self.stats();
+        // Every record submitted (or found in the spool at start) was exported, dropped and
+        // counted, or waits in the spool; what is left was lost with the aborted worker.
         let settled = stats.exported
             + stats.dropped_queue_full
             + stats.dropped_export_failed
-            + stats.dropped_shutdown;
-        let lost = stats.submitted.saturating_sub(settled);
+            + stats.dropped_shutdown
+            + stats.dropped_spool_full
+            + stats.dropped_spool_damaged
+            + stats.spool_pending;
+        let lost = (stats.submitted + stats.spool_recovered).saturating_sub(settled);
         self.inner
             .counters
             .dropped_shutdown
@@ -276,4 +303,101 @@ impl ExchangeSink for ExportHandle {
     fn stats(&self) -> serde_json::Value {
         serde_json::to_value(ExportHandle::stats(self)).unwrap_or(serde_json::Value::Null)
     }
+}
+
+/// The worker's ends of the queue, the shutdown signal and the counters.
+struct Channels {
+    rx: mpsc::Receiver<Record>,
+    shutdown: watch::Receiver<Option<Instant>>,
+    counters: Arc<Counters>,
+}
+
+/// Starts the worker for the destination: OTLP with or without a spool, or stdout.
+fn spawn_worker(
+    runtime: &tokio::runtime::Handle,
+    config: ExportConfig,
+    builder: Arc<RecordBuilder>,
+    channels: Channels,
+    writer: SharedWriter,
+) -> Result<JoinHandle<()>, ExportError> {
+    let Channels {
+        rx,
+        shutdown,
+        counters,
+    } = channels;
+    let sink = match &config.destination {
+        Destination::Otlp {
+            endpoint,
+            headers,
+            gzip,
+        } => {
+            let timeout = config.retry.request_timeout;
+            let tls = config.tls.clone();
+            OtlpClient::new(endpoint, headers, *gzip, timeout, tls)?
+        }
+        Destination::Stdout => {
+            if let Some(settings) = &config.spool {
+                tracing::warn!(
+                    spool = %settings.dir.display(),
+                    "--spool-dir is ignored: records go to stdout (no OTLP endpoint)"
+                );
+            }
+            let (batch, retry) = (config.batch, config.retry);
+            let sink = Sink::Stdout(writer);
+            let worker = Worker::new(rx, shutdown, builder, sink, batch, retry, counters);
+            return Ok(runtime.spawn(worker.run()));
+        }
+    };
+    let Some(settings) = &config.spool else {
+        let (batch, retry) = (config.batch, config.retry);
+        let sink = Sink::Otlp(Box::new(sink));
+        let worker = Worker::new(rx, shutdown, builder, sink, batch, retry, counters);
+        return Ok(runtime.spawn(worker.run()));
+    };
+    let spool = open_spool(settings, &config.resource, &counters)?;
+    let worker = SpoolWorker {
+        rx,
+        shutdown,
+        builder,
+        client: sink,
+        state: spooled::State::new(&config.retry, spool.pending() > 0),
+        batch: config.batch,
+        retry: config.retry,
+        counters,
+        origin: origin(&config.resource),
+        dir: settings.dir.display().to_string(),
+        spool: Arc::new(Mutex::new(spool)),
+    };
+    Ok(runtime.spawn(worker.run()))
+}
+
+/// This process's resource and scope, encoded, as a spool segment keeps them.
+fn origin(resource: &[(String, String)]) -> Origin {
+    Origin {
+        resource: otlp::encode_resource(resource).into(),
+        scope: otlp::encode_scope().into(),
+    }
+}
+
+/// Opens the spool and reports what an earlier run left in it.
+fn open_spool(
+    settings: &SpoolSettings,
+    resource: &[(String, String)],
+    counters: &Counters,
+) -> Result<Spool, SpoolError> {
+    let (spool, Recovery { records, damaged }) = Spool::open(settings, origin(resource))?;
+    counters.spool_recovered.store(records, Relaxed);
+    counters.spool_pending.store(spool.pending(), Relaxed);
+    counters.spool_bytes.store(spool.bytes(), Relaxed);
+    counters.spool_damaged.store(damaged, Relaxed);
+    if records > 0 || damaged > 0 {
+        tracing::info!(
+            dir = %settings.dir.display(),
+            records,
+            bytes = spool.bytes(),
+            damaged_files = damaged,
+            "spool holds records from an earlier run; they are sent first"
+        );
+    }
+    Ok(spool)
 }

@@ -45,7 +45,11 @@ pub fn encode_body(
     records: &[LogRecordData],
     gzip: bool,
 ) -> std::io::Result<Bytes> {
-    let encoded = encode_request(resource, records);
+    compress(encode_request(resource, records), gzip)
+}
+
+/// `encoded` as it goes on the wire: unchanged, or gzip-compressed when asked.
+pub fn compress(encoded: Vec<u8>, gzip: bool) -> std::io::Result<Bytes> {
     if !gzip {
         return Ok(Bytes::from(encoded));
     }
@@ -58,16 +62,9 @@ pub fn encode_body(
 pub fn encode_request(resource: &[(String, String)], records: &[LogRecordData]) -> Vec<u8> {
     let request = ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: resource.iter().map(|(k, v)| string_kv(k, v)).collect(),
-                ..Default::default()
-            }),
+            resource: Some(resource_proto(resource)),
             scope_logs: vec![ScopeLogs {
-                scope: Some(InstrumentationScope {
-                    name: SCOPE_NAME.to_owned(),
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
-                    ..Default::default()
-                }),
+                scope: Some(scope_proto()),
                 log_records: records.iter().map(to_proto).collect(),
                 ..Default::default()
             }],
@@ -75,6 +72,88 @@ pub fn encode_request(resource: &[(String, String)], records: &[LogRecordData]) 
         }],
     };
     request.encode_to_vec()
+}
+
+fn resource_proto(resource: &[(String, String)]) -> Resource {
+    Resource {
+        attributes: resource.iter().map(|(k, v)| string_kv(k, v)).collect(),
+        ..Default::default()
+    }
+}
+
+fn scope_proto() -> InstrumentationScope {
+    InstrumentationScope {
+        name: SCOPE_NAME.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        ..Default::default()
+    }
+}
+
+/// The encoded `Resource` for these attributes (what a spool segment keeps for its records).
+pub fn encode_resource(resource: &[(String, String)]) -> Vec<u8> {
+    resource_proto(resource).encode_to_vec()
+}
+
+/// The encoded `InstrumentationScope` of llmtap's records.
+pub fn encode_scope() -> Vec<u8> {
+    scope_proto().encode_to_vec()
+}
+
+/// Each record as one encoded `LogRecord` (what the spool keeps per entry).
+pub fn encode_records(records: &[LogRecordData]) -> Vec<Vec<u8>> {
+    records
+        .iter()
+        .map(|r| to_proto(r).encode_to_vec())
+        .collect()
+}
+
+/// An `ExportLogsServiceRequest` put together from an encoded `Resource`, an encoded
+/// `InstrumentationScope` and encoded `LogRecord`s, without decoding them: the same bytes
+/// [`encode_request`] gives for the decoded values.
+pub fn request_from_parts(resource: &[u8], scope: &[u8], records: &[impl AsRef<[u8]>]) -> Vec<u8> {
+    // ScopeLogs { scope = 1, log_records = 2 }
+    let records_len: usize = records.iter().map(|r| field_len(r.as_ref().len())).sum();
+    let scope_logs_len = field_len(scope.len()) + records_len;
+    // ResourceLogs { resource = 1, scope_logs = 2 }
+    let resource_logs_len = field_len(resource.len()) + field_len(scope_logs_len);
+    let mut out = Vec::with_capacity(field_len(resource_logs_len));
+    // ExportLogsServiceRequest { resource_logs = 1 }
+    put_field_head(&mut out, 1, resource_logs_len);
+    put_field_head(&mut out, 1, resource.len());
+    out.extend_from_slice(resource);
+    put_field_head(&mut out, 2, scope_logs_len);
+    put_field_head(&mut out, 1, scope.len());
+    out.extend_from_slice(scope);
+    for record in records {
+        put_field_head(&mut out, 2, record.as_ref().len());
+        out.extend_from_slice(record.as_ref());
+    }
+    out
+}
+
+/// Bytes of a length-delimited field with a one-byte key (field numbers below 16).
+fn field_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+fn varint_len(mut value: u64) -> usize {
+    let mut n = 1;
+    while value >= 0x80 {
+        value >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// Key (wire type 2, length-delimited) and length of field `number` (below 16).
+fn put_field_head(out: &mut Vec<u8>, number: u8, len: usize) {
+    out.push((number << 3) | 2);
+    let mut value = len as u64;
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
 }
 
 fn to_proto(record: &LogRecordData) -> LogRecord {
@@ -450,6 +529,34 @@ mod tests {
             backoff.next_wait(Some(Duration::from_secs(60))),
             Duration::from_secs(5)
         );
+    }
+
+    #[test]
+    fn request_from_parts_is_byte_identical() {
+        let records: Vec<LogRecordData> = [10usize, 200, 70_000]
+            .iter()
+            .map(|n| LogRecordData {
+                event_name: "gen_ai.client.inference.operation.details",
+                timestamp: UNIX_EPOCH + Duration::from_secs(5),
+                observed_timestamp: UNIX_EPOCH + Duration::from_secs(6),
+                severity: Severity::Info,
+                body: "x".repeat(*n),
+                attributes: vec![("a.int", AttrValue::Int(7))],
+            })
+            .collect();
+        let resource = vec![("service.name".to_owned(), "llmtap".to_owned())];
+        for n in 0..=records.len() {
+            let parts = request_from_parts(
+                &encode_resource(&resource),
+                &encode_scope(),
+                &encode_records(&records[..n]),
+            );
+            assert_eq!(
+                parts,
+                encode_request(&resource, &records[..n]),
+                "{n} records"
+            );
+        }
     }
 
     #[test]

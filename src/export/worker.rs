@@ -36,7 +36,7 @@ pub(crate) struct RecordBuilder {
 }
 
 impl RecordBuilder {
-    fn build(&self, items: &[Record]) -> Vec<LogRecordData> {
+    pub(crate) fn build(&self, items: &[Record]) -> Vec<LogRecordData> {
         let ctx = RecordContext {
             redactor: &self.redactor,
             max_record_bytes: self.max_record_bytes,
@@ -52,7 +52,7 @@ impl RecordBuilder {
     }
 
     /// Rough size of the record an item will become, for batch limits.
-    fn estimate(&self, item: &Record) -> usize {
+    pub(crate) fn estimate(&self, item: &Record) -> usize {
         match item {
             Record::Call(exchange) => self.estimate_call(exchange),
             Record::Egress(_) => EGRESS_RECORD_ESTIMATE,
@@ -85,6 +85,26 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    pub(crate) fn new(
+        rx: mpsc::Receiver<Record>,
+        shutdown: watch::Receiver<Option<Instant>>,
+        builder: Arc<RecordBuilder>,
+        sink: Sink,
+        batch: BatchConfig,
+        retry: RetryConfig,
+        counters: Arc<Counters>,
+    ) -> Worker {
+        Worker {
+            rx,
+            shutdown,
+            builder,
+            sink,
+            batch,
+            retry,
+            counters,
+        }
+    }
+
     pub(crate) async fn run(mut self) {
         while let Some(batch) = self.next_batch().await {
             self.ship(batch).await;
@@ -266,7 +286,7 @@ async fn deliver(
 
 /// Resolves once shutdown has been asked for; never if the handle went away without asking
 /// (then the closed queue ends the worker instead).
-async fn shutdown_requested(shutdown: &mut watch::Receiver<Option<Instant>>) {
+pub(crate) async fn shutdown_requested(shutdown: &mut watch::Receiver<Option<Instant>>) {
     if shutdown.wait_for(Option::is_some).await.is_err() {
         std::future::pending::<()>().await;
     }

@@ -124,12 +124,15 @@ struct State {
 pub struct OtlpReceiver {
     pub addr: SocketAddr,
     state: Arc<State>,
-    task: JoinHandle<()>,
+    /// The accept loop (it owns the connections); `None` while down.
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for OtlpReceiver {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = self.task.lock().unwrap().take() {
+            task.abort();
+        }
     }
 }
 
@@ -139,7 +142,37 @@ impl OtlpReceiver {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&state)));
-        OtlpReceiver { addr, state, task }
+        OtlpReceiver {
+            addr,
+            state,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    /// Closes the port and every open connection: clients get "connection refused".
+    pub async fn down(&self) {
+        let task = self.task.lock().unwrap().take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Listens again on the same port (after [`down`](Self::down)).
+    pub async fn up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("receiver: rebinding {}: {e}; retrying", self.addr);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("receiver: cannot listen on {} again: {e}", self.addr),
+            }
+        };
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&self.state)));
+        *self.task.lock().unwrap() = Some(task);
     }
 
     /// The full logs URL, as for `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`.
@@ -212,12 +245,18 @@ pub fn down_endpoint() -> String {
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+    // Connections live in the set: aborting this task closes them with the listener.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let Ok((stream, _)) = accepted else {
             continue;
         };
         let state = Arc::clone(&state);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = service_fn(move |request| handle(request, Arc::clone(&state)));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
