@@ -460,12 +460,11 @@ pub fn parse_resolve(entry: &str) -> Result<((String, u16), IpAddr), String> {
     let (Some(host), Some(port), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(usage.to_string());
     };
-    if host.is_empty() {
+    if crate::route::normalize_host(host).is_empty() {
         return Err(format!("empty host; {usage}"));
     }
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("bad port {port:?}; {usage}"))?;
+    let port =
+        crate::route::parse_port(port).ok_or_else(|| format!("bad port {port:?}; {usage}"))?;
     let addr = addr.trim_start_matches('[').trim_end_matches(']');
     let addr: IpAddr = addr
         .parse()
@@ -519,8 +518,8 @@ fn split_host_port(s: &str) -> Option<(HostPort, &str)> {
     let digits = after_colon
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(after_colon.len());
-    let port: u16 = after_colon.get(..digits)?.parse().ok()?;
-    if host.is_empty() || port == 0 {
+    let port = crate::route::parse_port(after_colon.get(..digits)?)?;
+    if crate::route::normalize_host(host).is_empty() {
         return None;
     }
     Some((

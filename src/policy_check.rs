@@ -58,7 +58,7 @@ pub fn parse_target(raw: &str, default_port: u16) -> Result<Target, String> {
     if let Some(v6) = raw.strip_prefix('[') {
         let (host, rest) = v6.split_once(']').ok_or_else(bad)?;
         let port = match rest.strip_prefix(':') {
-            Some(p) => p.parse::<u16>().map_err(|_| bad())?,
+            Some(p) => crate::route::parse_port(p).ok_or_else(bad)?,
             None if rest.is_empty() => default_port,
             None => return Err(bad()),
         };
@@ -68,7 +68,7 @@ pub fn parse_target(raw: &str, default_port: u16) -> Result<Target, String> {
         // A bare IPv6 literal has several colons and no port.
         Some((host, _)) if host.contains(':') => checked(Target::new(raw, default_port), raw),
         Some((host, port)) => {
-            let port = port.parse::<u16>().map_err(|_| bad())?;
+            let port = crate::route::parse_port(port).ok_or_else(bad)?;
             checked(Target::new(host, port), raw)
         }
         None => checked(Target::new(raw, default_port), raw),
@@ -76,7 +76,9 @@ pub fn parse_target(raw: &str, default_port: u16) -> Result<Target, String> {
 }
 
 fn checked(target: Target, raw: &str) -> Result<Target, String> {
-    if target.host.is_empty() || target.port == 0 {
+    let host_ok =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'*');
+    if target.host.is_empty() || target.port == 0 || !target.host.bytes().all(host_ok) {
         return Err(format!("bad target {raw:?}: expected HOST[:PORT]"));
     }
     Ok(target)
@@ -99,7 +101,9 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(parse_target(raw, 443).unwrap(), want, "{raw}");
         }
-        for bad in ["", "x:0", "x:99999", "[::1", "[::1]x", "x:y"] {
+        for bad in [
+            "", "x:0", "x:99999", "[::1", "[::1]x", "x:y", "x:+443", "[::]]:1", ".",
+        ] {
             assert!(parse_target(bad, 443).is_err(), "{bad}");
         }
     }

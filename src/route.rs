@@ -18,12 +18,21 @@ pub enum RouteError {
 
 /// Lower-cases a host, drops a trailing dot and IPv6 brackets, so matching is exact.
 pub fn normalize_host(host: &str) -> String {
-    let h = host.trim().trim_end_matches('.');
+    let h = host.trim().trim_end_matches('.').trim();
     let h = h
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(h);
     h.to_ascii_lowercase()
+}
+
+/// A port as written in a URI, a CONNECT target or a flag: 1 to 5 ASCII digits, 1-65535.
+/// (`u16::from_str` also takes a leading `+`, which no peer would read the same way.)
+pub fn parse_port(digits: &str) -> Option<u16> {
+    if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u16>().ok().filter(|p| *p != 0)
 }
 
 /// An exact host or a `*.suffix` wildcard (any depth of subdomain, not the bare suffix).

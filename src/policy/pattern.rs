@@ -122,10 +122,7 @@ fn split_port(text: &str) -> Result<(&str, Option<u16>), String> {
 }
 
 fn parse_port(port: &str) -> Result<u16, String> {
-    match port.parse::<u16>() {
-        Ok(p) if p != 0 => Ok(p),
-        _ => Err(format!("bad port {port:?}: must be 1-65535")),
-    }
+    crate::route::parse_port(port).ok_or_else(|| format!("bad port {port:?}: must be 1-65535"))
 }
 
 fn parse_host(host: &str) -> Result<HostMatch, String> {

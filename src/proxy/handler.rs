@@ -128,25 +128,29 @@ fn requested_target(req: &Request<Incoming>, via: Via) -> Result<Option<Target>,
 }
 
 /// `host:port` of an authority; `default_port` when it names none (CONNECT must name one).
+/// The port is read from the text itself: `Authority::port` forgets one that is not a `u16`.
 pub fn authority_target(
     authority: &Authority,
     default_port: Option<u16>,
 ) -> Result<Target, String> {
-    let host = authority.host();
-    let port = match (authority.port(), default_port) {
-        (Some(p), _) => p
-            .as_str()
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("bad port in {authority}"))?,
+    let raw = authority.as_str();
+    let raw = raw.rsplit('@').next().unwrap_or(raw);
+    let host_end = match raw.rfind(']') {
+        Some(close) if raw.starts_with('[') => close + 1,
+        _ => raw.rfind(':').unwrap_or(raw.len()),
+    };
+    let written_port = raw.get(host_end..).and_then(|rest| rest.strip_prefix(':'));
+    let port = match (written_port, default_port) {
+        (Some(p), _) => crate::route::parse_port(p)
+            .ok_or_else(|| format!("bad port in {authority}: must be 1-65535"))?,
         (None, Some(default)) => default,
         (None, None) => return Err(format!("CONNECT target {authority} names no port")),
     };
-    if host.is_empty() || host.trim_matches(['[', ']']).is_empty() {
+    let target = Target::new(authority.host(), port);
+    if target.host.is_empty() {
         return Err(format!("no host in {authority}"));
     }
-    Ok(Target::new(host, port))
+    Ok(target)
 }
 
 /// Origin-form requests are for llmtap itself.
@@ -176,5 +180,19 @@ mod tests {
         assert!(parse("x.com", None).is_err());
         assert!(parse("x.com:0", None).is_err());
         assert!(parse("x.com:99999", None).is_err());
+        assert!(parse("x.com:99999", Some(80)).is_err());
+        assert!(parse("x.com:65536", Some(80)).is_err());
+        assert!(parse("x.com:+443", None).is_err());
+        assert!(parse(".:443", None).is_err());
+        assert!(parse("[::1]", Some(80)).is_ok());
+        assert_eq!(
+            parse("u:p@x.com:8080", None).unwrap(),
+            Target::new("x.com", 8080)
+        );
+        assert_eq!(
+            parse("u:p@x.com", Some(80)).unwrap(),
+            Target::new("x.com", 80)
+        );
+        assert_eq!(parse("u:p@[::1]:81", None).unwrap(), Target::new("::1", 81));
     }
 }
