@@ -126,31 +126,77 @@ pub async fn one(
     body: &Bytes,
     start: Instant,
 ) -> Result<Sample, String> {
+    send(conn, &t.host, &t.path, t.stream, body, start)
+        .await
+        .map_err(|e| e.what)
+}
+
+/// Why a request failed, and whether a response head had arrived (the proxy saw the request).
+#[derive(Debug, Clone)]
+pub struct CallError {
+    pub answered: bool,
+    pub what: String,
+}
+
+fn before_head(what: String) -> CallError {
+    CallError {
+        answered: false,
+        what,
+    }
+}
+
+/// [`one`] with the path, the kind and the body given; the error says whether a head came back.
+/// If the mock reports the request body's size (`x-mock-request-bytes`), it must match.
+pub async fn send(
+    conn: &mut Conn,
+    host: &str,
+    path: &str,
+    stream: bool,
+    body: &Bytes,
+    start: Instant,
+) -> Result<Sample, CallError> {
     let fut = async {
-        conn.ready().await.map_err(err("conn"))?;
-        let req = hyper::Request::post(&t.path)
-            .header("host", &t.host)
+        conn.ready()
+            .await
+            .map_err(err("conn"))
+            .map_err(before_head)?;
+        let req = hyper::Request::post(path)
+            .header("host", host)
             .header("content-type", "application/json")
             .header("x-api-key", "sk-ant-bench-0000000000000000000000000000")
             .header("anthropic-version", "2023-06-01")
             .header("user-agent", "llmtap-bench/0.1")
             .body(Full::new(body.clone()))
-            .map_err(err("request"))?;
-        let resp = conn.send_request(req).await.map_err(err("send"))?;
+            .map_err(err("request"))
+            .map_err(before_head)?;
+        let resp = conn
+            .send_request(req)
+            .await
+            .map_err(err("send"))
+            .map_err(before_head)?;
+        let failed = |what: String| CallError {
+            answered: true,
+            what,
+        };
         let headers_us = us(start.elapsed());
         let status = resp.status();
-        let mut body = resp.into_body();
+        let echoed: Option<usize> = resp
+            .headers()
+            .get("x-mock-request-bytes")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let mut body_in = resp.into_body();
         let mut first_us = None;
         let mut bytes = 0u64;
         let mut tail: Vec<u8> = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(err("body"))?;
+        while let Some(frame) = body_in.frame().await {
+            let frame = frame.map_err(err("body")).map_err(failed)?;
             if let Some(d) = frame.data_ref() {
                 if first_us.is_none() && !d.is_empty() {
                     first_us = Some(us(start.elapsed()));
                 }
                 bytes += d.len() as u64;
-                if t.stream {
+                if stream {
                     tail.extend_from_slice(&d[d.len().saturating_sub(64)..]);
                     if tail.len() > 256 {
                         tail.drain(..tail.len() - 64);
@@ -160,10 +206,18 @@ pub async fn one(
         }
         let total_us = us(start.elapsed());
         if !status.is_success() {
-            return Err(format!("http {}", status.as_u16()));
+            return Err(failed(format!("http {}", status.as_u16())));
         }
-        if t.stream && !tail.windows(12).any(|w| w == b"message_stop") {
-            return Err("stream incomplete".into());
+        if stream && !tail.windows(12).any(|w| w == b"message_stop") {
+            return Err(failed("stream incomplete".into()));
+        }
+        if let Some(n) = echoed
+            && n != body.len()
+        {
+            return Err(failed(format!(
+                "upstream got {n} of {} body bytes",
+                body.len()
+            )));
         }
         Ok(Sample {
             headers_us,
@@ -174,7 +228,10 @@ pub async fn one(
     };
     tokio::time::timeout(IO_TIMEOUT, fut)
         .await
-        .map_err(|_| "request timeout".to_string())?
+        .map_err(|_| CallError {
+            answered: false,
+            what: "request timeout".to_string(),
+        })?
 }
 
 pub fn us(d: Duration) -> u32 {

@@ -4,6 +4,8 @@
 //! upstream (subprocess), a local OTLP/HTTP receiver, and for every scenario measures the load
 //! direct (client → mock) and through a fresh llmtap child (client → CONNECT → llmtap → mock).
 //! Prints a Markdown table and writes JSON to `bench-results/` in the workspace root.
+//! `soak` (only when asked) runs mixed traffic through one llmtap with a spool while the OTLP
+//! receiver goes down and up, and reports records lost and duplicated, RSS over time and latency.
 
 mod certs;
 mod client;
@@ -13,6 +15,7 @@ mod otlp;
 mod procs;
 mod report;
 mod scenarios;
+mod soak;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +38,8 @@ struct Cli {
 enum Cmd {
     /// Run every scenario (or those in --only), direct and through llmtap; print the table, write JSON.
     All(Box<Opts>),
+    /// The soak alone: the same as `all --only soak` (mixed traffic, the OTLP receiver flapping).
+    Soak(Box<Opts>),
     /// Serve the mock LLM upstream (used as a subprocess by `all`).
     Mock {
         #[arg(long)]
@@ -75,7 +80,41 @@ pub struct Opts {
     pub sse_events: usize,
     #[arg(long, default_value_t = 20)]
     pub sse_delay_ms: u64,
-    /// Scenarios to run (comma list): json_c1,json_c32,newconn_c8,sse_c8,big_5mb,tunnel_c32,streams_1000,otlp_5k.
+    /// Soak: how long the mixed traffic runs (through one llmtap with --spool-dir).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub soak_duration: Duration,
+    /// Soak: the OTLP receiver goes down after this long, comes back after as long again, and so on.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub soak_flap: Duration,
+    /// Soak: what "down" means: refuse (listener closed), 503 (every export answered 503), or
+    /// alternate (refuse, then 503, then refuse, …).
+    #[arg(long, default_value = "alternate")]
+    pub soak_down: String,
+    /// Soak: calls per second, all kinds together (paced, open loop).
+    #[arg(long, default_value_t = 200.0)]
+    pub soak_rate: f64,
+    /// Soak: share of each kind of call (weights): json, sse (--sse-events/--sse-delay-ms), tunnel
+    /// (to --tunnel-host, not recorded), upload (POST bodies of 64 KiB to 1 MiB).
+    #[arg(long, default_value = "json=50,sse=20,tunnel=25,upload=5")]
+    pub soak_mix: String,
+    /// Soak: length of the direct run of the same mix first (the latency baseline); 0 = none, and
+    /// the added latency is measured against llmtap's own first window.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub soak_direct: Duration,
+    /// Soak: after the traffic, how long to wait for llmtap's queue and spool to drain.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub soak_drain: Duration,
+    /// Soak: how often llmtap's RSS and /healthz are sampled.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub soak_sample: Duration,
+    /// Soak: run llmtap without --spool-dir (records are then expected to be lost).
+    #[arg(long)]
+    pub soak_no_spool: bool,
+    /// Soak: llmtap --spool-max-bytes (default: llmtap's own).
+    #[arg(long)]
+    pub soak_spool_max_bytes: Option<String>,
+    /// Scenarios to run (comma list): json_c1,json_c32,newconn_c8,sse_c8,big_5mb,tunnel_c32,streams_1000,otlp_5k,
+    /// and soak (only when named: it is not part of the default list).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// The llmtap binary; default: build it (cargo build --release -p llmtap) and use target/release/llmtap.
@@ -117,6 +156,10 @@ fn main() -> std::process::ExitCode {
     let result = match cli.cmd {
         Cmd::Mock { dir, threads } => mock::main(&dir, threads),
         Cmd::All(opts) => scenarios::run_all(*opts),
+        Cmd::Soak(mut opts) => {
+            opts.only = vec!["soak".into()];
+            scenarios::run_all(*opts)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

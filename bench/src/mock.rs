@@ -6,7 +6,8 @@
 //! `POST /v1/messages[?events=N&delay_ms=D&size=BYTES]`
 //! - request body with `"stream":true` → SSE: message_start + content_block_start + ping at once,
 //!   N content_block_delta events D ms apart, then content_block_stop + message_delta (usage) + message_stop;
-//! - otherwise JSON (~1 KB, or about BYTES with `size=`), usage in every response.
+//! - otherwise JSON (~1 KB, or about BYTES with `size=`), usage in every response;
+//! - every answer says `x-mock-request-bytes: <request body length>` (the soak's uploads are checked).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -112,6 +113,7 @@ async fn handle(req: Request<Incoming>, cache: Arc<Cache>) -> Result<Response<Bo
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(simple(StatusCode::BAD_REQUEST, "application/json", "{}")),
     };
+    let received = hyper::header::HeaderValue::from(body.len());
     let stream = memfind(&body, b"\"stream\":true") || memfind(&body, b"\"stream\": true");
     let input_tokens = 25 + body.len() / 4;
     if !stream {
@@ -126,6 +128,7 @@ async fn handle(req: Request<Incoming>, cache: Arc<Cache>) -> Result<Response<Bo
             "request-id",
             "req_mock".parse().unwrap_or_else(|_| unreachable!()),
         );
+        resp.headers_mut().insert("x-mock-request-bytes", received);
         return Ok(resp);
     }
     let frames = sse_frames(input_tokens, events);
@@ -134,6 +137,7 @@ async fn handle(req: Request<Incoming>, cache: Arc<Cache>) -> Result<Response<Bo
     let h = resp.headers_mut();
     h.insert("content-type", hv("text/event-stream; charset=utf-8"));
     h.insert("cache-control", hv("no-cache"));
+    h.insert("x-mock-request-bytes", received);
     Ok(resp)
 }
 

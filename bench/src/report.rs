@@ -40,7 +40,74 @@ fn dropped(v: &Value) -> Option<u64> {
     }
 }
 
+/// The soak's targets: no record lost (with a spool), none twice, RSS flat, no call failed while
+/// the receiver was down, and the spool empty again at the end.
+fn soak_checks(r: &mut ScenarioResult, o: &Opts) {
+    let (Some(s), Some(l)) = (r.soak.as_deref(), r.llmtap.as_ref()) else {
+        return;
+    };
+    let x = &s.records;
+    let c = &mut r.checks;
+    if s.spool_dir.is_some() {
+        c.push(check(
+            "soak: LLM-call records lost (expected − received, with a spool)",
+            x.lost as f64,
+            "= 0".into(),
+            "",
+            x.lost == 0 && x.expected > 0,
+        ));
+    }
+    c.push(check(
+        "soak: LLM-call records received more than once",
+        x.duplicated as f64,
+        "= 0".into(),
+        "",
+        x.duplicated == 0,
+    ));
+    let limit = crate::soak::rss_limit(s.rss.steady_first_mean_mib);
+    c.push(check(
+        &format!(
+            "soak: RSS flat (last {0:.0} s mean ≤ 1.2 × mean of the {0:.0} s after {1:.0} s warm-up + 8 MiB)",
+            s.rss.window_s, s.rss.warmup_s
+        ),
+        s.rss.last_mean_mib,
+        format!("≤ {limit:.1}"),
+        "MiB",
+        s.rss.last_mean_mib <= limit,
+    ));
+    c.push(check(
+        "soak: client calls failed (the receiver's outages must not reach clients)",
+        l.errors as f64,
+        "= 0".into(),
+        "",
+        l.errors == 0,
+    ));
+    let left = s
+        .export_end
+        .get("spool_pending")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        + s.export_end
+            .get("queue_len")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+    c.push(check(
+        &format!(
+            "soak: records still queued or spooled {:.0} s after the receiver is back for good",
+            o.soak_drain.as_secs_f64()
+        ),
+        left as f64,
+        "= 0".into(),
+        "",
+        left == 0 && s.drained,
+    ));
+}
+
 pub fn add_checks(r: &mut ScenarioResult, o: &Opts) {
+    if r.soak.is_some() {
+        soak_checks(r, o);
+        return;
+    }
     let (Some(d), Some(l), Some(p)) = (r.direct.clone(), r.llmtap.clone(), r.proc.clone()) else {
         return;
     };
@@ -214,12 +281,23 @@ pub fn markdown(results: &[ScenarioResult], env: &Value) -> String {
     );
     s.push_str("| scenario | req/s direct | req/s llmtap (×direct) | p50 ms direct | p50 ms llmtap | p99 ms direct | p99 ms llmtap | TTFB p99 ms direct | TTFB p99 ms llmtap | llmtap CPU s/1k req | llmtap RSS idle / peak MiB | errors d / l | records / calls | other load d / l (cores) |\n");
     s.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    let no_direct = crate::load::Outcome::default();
     for r in results {
-        let (Some(d), Some(l), Some(p)) = (&r.direct, &r.llmtap, &r.proc) else {
+        let d = match (&r.direct, &r.soak) {
+            (Some(d), _) => d,
+            (None, Some(_)) => &no_direct,
+            (None, None) => {
+                let _ = writeln!(s, "| {} | {} |||||||||||", r.name, r.notes.join("; "));
+                continue;
+            }
+        };
+        let (Some(l), Some(p)) = (&r.llmtap, &r.proc) else {
             let _ = writeln!(s, "| {} | {} |||||||||||", r.name, r.notes.join("; "));
             continue;
         };
-        let records = if r.llm_calls {
+        let records = if let Some(k) = &r.soak {
+            format!("{} / {}", k.records.received_unique, k.records.expected)
+        } else if r.llm_calls {
             format!("{} / {}", p.otlp.records, p.calls)
         } else {
             format!("{} / 0", p.otlp.records)
@@ -261,6 +339,11 @@ pub fn markdown(results: &[ScenarioResult], env: &Value) -> String {
             );
         }
     }
+    for r in results {
+        if let Some(k) = &r.soak {
+            soak_markdown(&mut s, k);
+        }
+    }
     let notes: Vec<String> = results
         .iter()
         .flat_map(|r| r.notes.iter().map(move |n| format!("- {}: {n}", r.name)))
@@ -271,6 +354,91 @@ pub fn markdown(results: &[ScenarioResult], env: &Value) -> String {
         s.push('\n');
     }
     s
+}
+
+fn soak_markdown(s: &mut String, k: &crate::soak::SoakReport) {
+    let _ = writeln!(
+        s,
+        "\n**soak**: {:.0} s, {} calls/s ({}), receiver down/up every {:.0} s ({}), spool {}; added latency vs {}; schedule lag max {:.1} ms.\n",
+        k.duration_s,
+        k.rate,
+        k.mix,
+        k.flap_s,
+        k.down,
+        k.spool_dir.as_deref().unwrap_or("off"),
+        k.baseline,
+        k.max_lag_ms
+    );
+    s.push_str("| kind | calls | errors | p50 ms direct | p50 ms llmtap | p99 ms direct | p99 ms llmtap | p99 added ms | first-event p99 added ms | p99 first / last window ms | connects |\n");
+    s.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    for x in &k.kinds {
+        let (dp50, dp99) = x
+            .direct_ms
+            .as_ref()
+            .map_or((f64::NAN, f64::NAN), |d| (d.p50, d.p99));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} |",
+            x.kind,
+            x.calls,
+            x.errors,
+            f(dp50, 3),
+            f(x.llmtap_ms.p50, 3),
+            f(dp99, 3),
+            f(x.llmtap_ms.p99, 3),
+            f(x.p99_added_ms, 3),
+            f(x.ttfb_p99_added_ms, 3),
+            f(x.llmtap_first_window_ms.p99, 3),
+            f(x.llmtap_last_window_ms.p99, 3),
+            x.connects
+        );
+    }
+    let r = &k.records;
+    let _ = writeln!(
+        s,
+        "\nRecords: {} expected, {} received, **{} lost**, **{} duplicated**; {} calls unanswered, {} ids unexpected; egress records {} for {} connections; receiver answered 503 {} times. Drained {} after {:.1} s.",
+        r.expected,
+        r.received_unique,
+        r.lost,
+        r.duplicated,
+        r.unanswered,
+        r.unexpected,
+        r.egress_received,
+        r.connects,
+        k.receiver_503,
+        if k.drained { "yes" } else { "**no**" },
+        k.drain_s
+    );
+    let e = &k.export_end;
+    let g = |key: &str| e.get(key).and_then(Value::as_u64).unwrap_or(0);
+    let _ = writeln!(
+        s,
+        "\nExport (`/healthz`): submitted {}, exported {}, spooled {}, spool pending {} ({} bytes), retries {}, dropped: queue full {}, export failed {}, shutdown {}, spool full {}, spool damaged {}.",
+        g("submitted"),
+        g("exported"),
+        g("spooled"),
+        g("spool_pending"),
+        g("spool_bytes"),
+        g("export_retries"),
+        g("dropped_queue_full"),
+        g("dropped_export_failed"),
+        g("dropped_shutdown"),
+        g("dropped_spool_full"),
+        g("dropped_spool_damaged")
+    );
+    let means: Vec<String> = k.rss.window_means_mib.iter().map(|m| f(*m, 1)).collect();
+    let _ = writeln!(
+        s,
+        "\nRSS: first {w:.0} s mean {} MiB ({w:.0} s after {:.0} s warm-up: {} MiB), last {w:.0} s mean {} MiB, max {} MiB (VmHWM {}); per {w:.0} s: {}.",
+        f(k.rss.first_mean_mib, 1),
+        k.rss.warmup_s,
+        f(k.rss.steady_first_mean_mib, 1),
+        f(k.rss.last_mean_mib, 1),
+        f(k.rss.max_mib, 1),
+        f(k.rss.hwm_mib, 1),
+        means.join(", "),
+        w = k.rss.window_s
+    );
 }
 
 pub fn write(results: &[ScenarioResult], env: &Value, out: &Path, stamp: u64) -> Res<()> {

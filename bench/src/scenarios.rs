@@ -27,6 +27,9 @@ pub const ALL: &[&str] = &[
     "otlp_5k",
 ];
 
+/// Scenarios run only when named in `--only` (or by their own subcommand).
+pub const OPTIONAL: &[&str] = &["soak"];
+
 /// llmtap's own figures during one proxied run.
 #[derive(Debug, Default, Serialize, Clone)]
 pub struct ProcStats {
@@ -65,14 +68,16 @@ pub struct ScenarioResult {
     pub llm_calls: bool,
     pub checks: Vec<Check>,
     pub notes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<Box<crate::soak::SoakReport>>,
 }
 
 pub struct Ctx {
     pub opts: Opts,
-    rt: tokio::runtime::Runtime,
+    pub(crate) rt: tokio::runtime::Runtime,
     mock: Mock,
-    otlp: Arc<Counters>,
-    cmd: LlmtapCmd,
+    pub(crate) otlp: Arc<Counters>,
+    pub(crate) cmd: LlmtapCmd,
     direct_tls: Arc<rustls::ClientConfig>,
     proxied_tls: Option<Arc<rustls::ClientConfig>>,
     pub out_dir: PathBuf,
@@ -143,7 +148,13 @@ pub fn run_all(opts: Opts) -> Res<()> {
     let selected: Vec<&str> = if opts.only.is_empty() {
         ALL.to_vec()
     } else {
+        for o in &opts.only {
+            if !ALL.contains(&o.as_str()) && !OPTIONAL.contains(&o.as_str()) {
+                eprintln!("bench: --only: no scenario {o:?}");
+            }
+        }
         ALL.iter()
+            .chain(OPTIONAL)
             .copied()
             .filter(|s| opts.only.iter().any(|o| o == s))
             .collect()
@@ -205,6 +216,7 @@ pub fn run_all(opts: Opts) -> Res<()> {
             ),
             "streams_1000" => ctx.streams(name),
             "otlp_5k" => ctx.otlp_sustained(name),
+            "soak" => crate::soak::run(&mut ctx, name),
             _ => continue,
         };
         let mut r = match r {
@@ -271,6 +283,8 @@ fn environment(ctx: &Ctx, took: Duration) -> Value {
         "llmtap_bin": ctx.cmd.bin.display().to_string(),
         "export": ctx.opts.export, "duration_s": ctx.opts.duration.as_secs_f64(), "warmup_s": ctx.opts.warmup.as_secs_f64(),
         "otlp_duration_s": ctx.opts.otlp_duration.as_secs_f64(), "otlp_rate": ctx.opts.otlp_rate,
+        "soak_duration_s": ctx.opts.soak_duration.as_secs_f64(), "soak_flap_s": ctx.opts.soak_flap.as_secs_f64(),
+        "soak_rate": ctx.opts.soak_rate, "soak_mix": ctx.opts.soak_mix, "soak_down": ctx.opts.soak_down,
         "loadgen_threads": ctx.opts.loadgen_threads, "mock_threads": ctx.opts.mock_threads,
         "max_body_size": ctx.opts.max_body_size, "took_s": took.as_secs_f64().round(),
     })
@@ -289,7 +303,17 @@ impl Ctx {
         }
     }
 
-    fn target(&self, host: &str, path: &str, stream: bool, proxy: Option<&Llmtap>) -> Target {
+    pub(crate) fn mock_pid(&self) -> u32 {
+        self.mock.pid()
+    }
+
+    pub(crate) fn target(
+        &self,
+        host: &str,
+        path: &str,
+        stream: bool,
+        proxy: Option<&Llmtap>,
+    ) -> Target {
         Target {
             host: host.to_string(),
             port: self.mock.addr.port(),
@@ -306,9 +330,15 @@ impl Ctx {
 
     /// Starts llmtap; the first start creates its CA, which the proxied client then trusts.
     fn start_llmtap(&mut self, label: &str) -> Res<(Llmtap, f64)> {
-        let p = Llmtap::start(&self.cmd, label)?;
+        let cmd = self.cmd.clone();
+        self.start_llmtap_with(&cmd, label)
+    }
+
+    /// [`Ctx::start_llmtap`] with another command line (the soak adds `--spool-dir`).
+    pub(crate) fn start_llmtap_with(&mut self, cmd: &LlmtapCmd, label: &str) -> Res<(Llmtap, f64)> {
+        let p = Llmtap::start(cmd, label)?;
         if self.proxied_tls.is_none() {
-            let ca = self.cmd.ca_dir.join("ca.pem");
+            let ca = cmd.ca_dir.join("ca.pem");
             self.proxied_tls = Some(crate::certs::client_config(&[&ca, &self.mock.ca])?);
         }
         std::thread::sleep(Duration::from_millis(300));
