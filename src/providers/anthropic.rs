@@ -100,10 +100,13 @@ impl Format for Anthropic {
     fn into_acc(self: Box<Self>) -> Acc {
         let mut acc = self.acc;
         let r = self.raw;
-        let cached =
-            r.cache_read_input_tokens.unwrap_or(0) + r.cache_creation_input_tokens.unwrap_or(0);
+        // Counts are never negative (see `count`): a hostile upstream's huge ones saturate.
+        let cached = r
+            .cache_read_input_tokens
+            .unwrap_or(0)
+            .saturating_add(r.cache_creation_input_tokens.unwrap_or(0));
         acc.usage = Usage {
-            input_tokens: r.input_tokens.map(|i| i + cached),
+            input_tokens: r.input_tokens.map(|i| i.saturating_add(cached)),
             output_tokens: r.output_tokens,
             cache_read_input_tokens: r.cache_read_input_tokens,
             cache_creation_input_tokens: r.cache_creation_input_tokens,

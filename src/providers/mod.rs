@@ -1,14 +1,29 @@
 //! Provider formats: what model, tokens and finish reasons a request/response carries (JSON and SSE).
+// Every number and length here comes from a client or an upstream: no arithmetic may overflow
+// and no index may panic (saturating or checked arithmetic, `get` instead of `[]`). Test code,
+// which builds its own inputs, is exempt.
+#![cfg_attr(
+    not(test),
+    deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)
+)]
 
 mod anthropic;
+#[cfg(test)]
+pub(crate) mod bomb_tests;
 pub mod decode;
 mod gemini;
+#[cfg(test)]
+mod hostile_tests;
+mod inflow;
 mod openai_chat;
 mod openai_responses;
 mod skim;
 mod sse;
 
+use bytes::Bytes;
 use decode::StreamDecoder;
+use inflow::Inflow;
+pub use inflow::{FREE_DECODED, MAX_DECODER_MEMORY, MAX_RATIO, WORK_SLICE};
 use serde::Deserialize;
 use skim::{JsonSkim, Path, Picker, Seg};
 use sse::{SseEvent, SseFramer, SseSink};
@@ -40,6 +55,37 @@ pub struct RequestFacts {
     pub model: Option<String>,
     pub stream: Option<bool>,
     pub max_tokens: Option<i64>,
+    /// The parser stopped reading the body before its end (the facts above are what came
+    /// before); `None` when it read all of it.
+    pub stopped: Option<ParseStop>,
+}
+
+/// Why a parser stopped reading a body before its end (the body itself is forwarded whole).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseStop {
+    /// Decoding went past `MAX_RATIO` decoded bytes per compressed byte, beyond the first
+    /// `FREE_DECODED` bytes: a decompression bomb.
+    RatioLimit,
+    /// The body is not valid in its content-encoding.
+    CorruptEncoding,
+    /// A content-encoding llmtap does not decode (or a stack of them).
+    UnsupportedEncoding,
+    /// The decoder needed more memory (the window the stream asked for) than
+    /// `MAX_DECODER_MEMORY` or the capture budget allowed.
+    MemoryLimit,
+}
+
+impl ParseStop {
+    /// Stable name for records (`ratio_limit`, `corrupt_encoding`, `unsupported_encoding`,
+    /// `memory_limit`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParseStop::RatioLimit => "ratio_limit",
+            ParseStop::CorruptEncoding => "corrupt_encoding",
+            ParseStop::UnsupportedEncoding => "unsupported_encoding",
+            ParseStop::MemoryLimit => "memory_limit",
+        }
+    }
 }
 
 /// Where the usage figures came from, so "0 tokens" differs from "unknown".
@@ -139,52 +185,85 @@ pub fn parse_request(shape: ApiShape, path: &str, body: &[u8]) -> RequestFacts {
 
 /// Incremental request parser, fed every request body chunk as forwarded (compressed or not),
 /// so the model is found even when it comes after a prompt longer than the capture cap.
+///
+/// Decoding stops at the same ratio as the response side (`MAX_RATIO`, past `FREE_DECODED`).
+/// [`RequestParser::feed`] does all the work at once; [`RequestParser::offer`] queues a chunk
+/// and [`RequestParser::work`] does one bounded slice of it, for callers inside a poll.
 pub struct RequestParser {
     shape: ApiShape,
     path: String,
     skim: JsonSkim,
     picker: RequestPicker,
-    decoder: Option<StreamDecoder>,
-    broken: bool,
+    inflow: Inflow,
 }
+
+/// Request values we pick are short (a model name, a number, a bool): larger ones are skipped.
+const REQUEST_VALUE_MAX: usize = 1024;
 
 impl RequestParser {
     pub fn new(shape: ApiShape, path: &str, content_encoding: Option<&str>) -> RequestParser {
-        let decoder = match content_encoding.map(str::trim) {
-            None | Some("") | Some("identity") => None,
-            Some(enc) => StreamDecoder::new(Some(enc)).ok(),
-        };
         // An encoding we cannot decode: the body is opaque, facts stay unknown.
-        let broken = content_encoding
-            .is_some_and(|e| !e.trim().is_empty() && e.trim() != "identity")
-            && decoder.is_none();
+        let inflow = Inflow::new(StreamDecoder::new(content_encoding));
         RequestParser {
             shape,
             path: path.to_string(),
-            skim: JsonSkim::new(),
+            skim: JsonSkim::with_capture_limit(REQUEST_VALUE_MAX),
             picker: RequestPicker::default(),
-            decoder,
-            broken,
+            inflow,
         }
     }
 
+    /// Parse `chunk` now (all of it, up to the ratio stop).
     pub fn feed(&mut self, chunk: &[u8]) {
-        if self.broken || self.shape == ApiShape::Unknown {
+        if self.shape == ApiShape::Unknown {
             return;
         }
         let (skim, picker) = (&mut self.skim, &mut self.picker);
-        match self.decoder.as_mut() {
-            None => skim.feed(chunk, picker),
-            Some(decoder) => {
-                let result = decoder.push_with(chunk, &mut |piece| {
-                    skim.feed(piece, picker);
-                    true
-                });
-                if result.is_err() {
-                    self.broken = true;
-                }
-            }
+        self.inflow
+            .feed(chunk, &mut |piece| skim.feed(piece, picker));
+    }
+
+    /// Queue `chunk` for [`RequestParser::work`] (zero-copy).
+    pub fn offer(&mut self, chunk: Bytes) {
+        if self.shape != ApiShape::Unknown {
+            self.inflow.offer(chunk);
         }
+    }
+
+    /// Decode and parse at most [`WORK_SLICE`] bytes of what was offered; true while work is left.
+    pub fn work(&mut self) -> bool {
+        let (skim, picker) = (&mut self.skim, &mut self.picker);
+        self.inflow.work(&mut |piece| skim.feed(piece, picker))
+    }
+
+    /// Offered bytes are still waiting for [`RequestParser::work`].
+    pub fn has_work(&self) -> bool {
+        self.inflow.has_work()
+    }
+
+    /// Decoded bytes parsed so far.
+    pub fn decoded_len(&self) -> u64 {
+        self.inflow.decoded_len()
+    }
+
+    /// Why parsing stopped before the end, if it did.
+    pub fn stopped(&self) -> Option<ParseStop> {
+        self.inflow.stop()
+    }
+
+    /// Bytes the decoder holds now (see `StreamDecoder::memory`); 0 for identity bodies.
+    pub fn memory(&self) -> usize {
+        self.inflow.memory()
+    }
+
+    /// Stop parsing for `reason`; the decoder's memory goes at once, the facts so far stay.
+    pub fn give_up(&mut self, reason: ParseStop) {
+        self.inflow.give_up(reason);
+    }
+
+    /// The body ended (or was dropped): free the decoder now, keep the facts for `finish`.
+    pub fn end_input(&mut self) {
+        self.inflow.end_input();
     }
 
     pub fn finish(mut self) -> RequestFacts {
@@ -195,37 +274,28 @@ impl RequestParser {
         self.skim.end(&mut self.picker);
         let f = self.picker;
         let path = self.path.as_str();
+        let stopped = self.inflow.stop();
         // A field the whole body lacks has its API default; in a cut body it may simply be past the cut.
-        let whole = self.skim.is_done() && !self.broken;
+        let whole = self.skim.is_done() && stopped.is_none();
         let stream = f
             .stream
             .or((whole && shape != ApiShape::OpenAiEmbeddings).then_some(false));
-        match shape {
-            ApiShape::GeminiGenerate => RequestFacts {
-                model: gemini::model_from_path(path),
-                stream: Some(strip_query(path).ends_with(":streamGenerateContent")),
-                max_tokens: f.gemini_max,
-            },
-            ApiShape::OpenAiChat => RequestFacts {
-                model: f.model,
-                stream,
-                max_tokens: f.max_completion_tokens.or(f.max_tokens),
-            },
-            ApiShape::OpenAiResponses => RequestFacts {
-                model: f.model,
-                stream,
-                max_tokens: f.max_output_tokens,
-            },
-            ApiShape::OpenAiEmbeddings => RequestFacts {
-                model: f.model,
-                stream: f.stream,
-                max_tokens: None,
-            },
-            _ => RequestFacts {
-                model: f.model,
-                stream,
-                max_tokens: f.max_tokens,
-            },
+        let (model, stream, max_tokens) = match shape {
+            ApiShape::GeminiGenerate => (
+                gemini::model_from_path(path),
+                Some(strip_query(path).ends_with(":streamGenerateContent")),
+                f.gemini_max,
+            ),
+            ApiShape::OpenAiChat => (f.model, stream, f.max_completion_tokens.or(f.max_tokens)),
+            ApiShape::OpenAiResponses => (f.model, stream, f.max_output_tokens),
+            ApiShape::OpenAiEmbeddings => (f.model, f.stream, None),
+            _ => (f.model, stream, f.max_tokens),
+        };
+        RequestFacts {
+            model,
+            stream,
+            max_tokens,
+            stopped,
         }
     }
 }
@@ -380,7 +450,7 @@ impl Choices {
             Some(at) => at,
             None if self.items.len() < MAX_FINISH => {
                 self.items.push((pos, None, None));
-                self.items.len() - 1
+                self.items.len().saturating_sub(1)
             }
             None => return None,
         };
@@ -422,22 +492,28 @@ pub(crate) fn json_string(raw: &[u8]) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// A token count: integers, integral floats and numeric strings; anything else is unknown.
+/// A token count: non-negative integers, integral floats and numeric strings; anything else
+/// (negative, fractional, past 2^53 as a float, past `i64::MAX`) is unknown.
 pub(crate) fn json_count(raw: &[u8]) -> Option<i64> {
     let value: serde_json::Value = serde_json::from_slice(raw).ok()?;
     count_of(&value)
 }
 
+/// Floats up to this are exact integers (2^53); beyond, a "count" is not one.
+const MAX_FLOAT_COUNT: f64 = 9_007_199_254_740_992.0;
+
 fn count_of(value: &serde_json::Value) -> Option<i64> {
-    match value {
+    let count = match value {
         serde_json::Value::Number(n) => n.as_i64().or_else(|| {
             n.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .filter(|f| f.fract() == 0.0 && f.abs() <= MAX_FLOAT_COUNT)
+                // In range and integral: the conversion is exact.
                 .map(|f| f as i64)
         }),
         serde_json::Value::String(s) => s.trim().parse().ok(),
         _ => None,
-    }
+    };
+    count.filter(|n| *n >= 0)
 }
 
 /// serde `deserialize_with` for token counts inside usage objects.
@@ -541,30 +617,24 @@ impl Body {
     }
 }
 
-/// Decoded bytes allowed per compressed byte before the body is taken for a bomb and parsing stops.
-const MAX_RATIO: u64 = 1000;
-/// Decoded bytes always allowed, whatever the ratio.
-const FREE_DECODED: u64 = 64 * 1024 * 1024;
-
-/// Incremental response parser. Fed every response body chunk *as forwarded* (still compressed if content-encoding is set).
+/// Incremental response parser. Fed every response body chunk *as forwarded* (still compressed
+/// if content-encoding is set); decoding stops past `MAX_RATIO` (beyond `FREE_DECODED`).
+/// [`ResponseParser::feed`] does all the work at once; [`ResponseParser::offer`] queues a chunk
+/// and [`ResponseParser::work`] does one bounded slice of it, for callers inside a poll.
 pub struct ResponseParser {
-    decoder: Option<StreamDecoder>,
+    inflow: Inflow,
     body: Body,
     format: Box<dyn Format>,
     sse_hint: bool,
     /// An error status: the body is an error document, not a stream.
     error_status: bool,
-    stopped: bool,
-    raw_len: u64,
-    decoded_len: u64,
 }
 
 impl std::fmt::Debug for ResponseParser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseParser")
-            .field("stopped", &self.stopped)
-            .field("raw_len", &self.raw_len)
-            .field("decoded_len", &self.decoded_len)
+            .field("stopped", &self.inflow.stop())
+            .field("decoded_len", &self.inflow.decoded_len())
             .finish_non_exhaustive()
     }
 }
@@ -596,49 +666,71 @@ impl ResponseParser {
             _ if ct.contains("json") => Body::Json(JsonSkim::new()),
             _ => Body::Sniff,
         };
-        let decoder = match body {
-            Body::Off => Ok(None),
-            _ => StreamDecoder::new(content_encoding).map(Some),
+        let inflow = match body {
+            Body::Off => Inflow::new(StreamDecoder::new(None)),
+            _ => Inflow::new(StreamDecoder::new(content_encoding)),
         };
         ResponseParser {
-            stopped: decoder.is_err(),
-            decoder: decoder.ok().flatten(),
+            inflow,
             body,
             format,
             sse_hint,
             error_status: status >= 400,
-            raw_len: 0,
-            decoded_len: 0,
         }
     }
 
+    /// Parse `chunk` now (all of it, up to the ratio stop).
     pub fn feed(&mut self, chunk: &[u8]) {
-        if self.stopped || chunk.is_empty() || matches!(self.body, Body::Off) {
+        if matches!(self.body, Body::Off) {
             return;
         }
-        self.raw_len = self.raw_len.saturating_add(chunk.len() as u64);
-        let budget = self.raw_len.saturating_mul(MAX_RATIO).max(FREE_DECODED);
-        let Self {
-            decoder,
-            body,
-            format,
-            decoded_len,
-            ..
-        } = self;
-        let mut over = false;
-        let mut emit = |piece: &[u8]| {
-            *decoded_len = decoded_len.saturating_add(piece.len() as u64);
-            over = *decoded_len > budget;
-            if !over {
-                body.feed(piece, format.as_mut());
-            }
-            !over
-        };
-        let ok = match decoder {
-            Some(d) => d.push_with(chunk, &mut emit).is_ok(),
-            None => emit(chunk),
-        };
-        self.stopped = !ok || over;
+        let (body, format) = (&mut self.body, &mut self.format);
+        self.inflow
+            .feed(chunk, &mut |piece| body.feed(piece, format.as_mut()));
+    }
+
+    /// Queue `chunk` for [`ResponseParser::work`] (zero-copy).
+    pub fn offer(&mut self, chunk: Bytes) {
+        if !matches!(self.body, Body::Off) {
+            self.inflow.offer(chunk);
+        }
+    }
+
+    /// Decode and parse at most [`WORK_SLICE`] bytes of what was offered; true while work is left.
+    pub fn work(&mut self) -> bool {
+        let (body, format) = (&mut self.body, &mut self.format);
+        self.inflow
+            .work(&mut |piece| body.feed(piece, format.as_mut()))
+    }
+
+    /// Offered bytes are still waiting for [`ResponseParser::work`].
+    pub fn has_work(&self) -> bool {
+        self.inflow.has_work()
+    }
+
+    /// Decoded bytes parsed so far.
+    pub fn decoded_len(&self) -> u64 {
+        self.inflow.decoded_len()
+    }
+
+    /// Why parsing stopped before the end, if it did.
+    pub fn stopped(&self) -> Option<ParseStop> {
+        self.inflow.stop()
+    }
+
+    /// Bytes the decoder holds now (see `StreamDecoder::memory`); 0 for identity bodies.
+    pub fn memory(&self) -> usize {
+        self.inflow.memory()
+    }
+
+    /// Stop parsing for `reason`; the decoder's memory goes at once, the facts so far stay.
+    pub fn give_up(&mut self, reason: ParseStop) {
+        self.inflow.give_up(reason);
+    }
+
+    /// The body ended (or was dropped): free the decoder now, keep the facts for `finish`.
+    pub fn end_input(&mut self) {
+        self.inflow.end_input();
     }
 
     /// `complete` = the body reached its end normally; a stream without its terminal event is StreamCutShort.
@@ -913,6 +1005,7 @@ pub(crate) mod tests {
             model: model.map(str::to_string),
             stream,
             max_tokens,
+            stopped: None,
         }
     }
 
@@ -1075,7 +1168,11 @@ pub(crate) mod tests {
 
     #[test]
     fn huge_json_bodies_and_events() {
-        let text = "x".repeat(12 << 20);
+        // Text, not one letter repeated: 12 MiB of `x` compresses past the bomb ratio.
+        let mut rng = Rng(7);
+        let text: String = (0..12 << 20)
+            .map(|_| char::from(b"abcdefghij klmnopqrstuvwxyz"[rng.below(27)]))
+            .collect();
         let body = format!(
             r#"{{"id":"chatcmpl-big","object":"chat.completion","model":"gpt-4.1","choices":[{{"index":0,"message":{{"role":"assistant","content":"{text}"}},"finish_reason":"length"}}],"usage":{{"prompt_tokens":5,"completion_tokens":32768}}}}"#
         );
@@ -1132,8 +1229,8 @@ pub(crate) mod tests {
         for piece in packed.chunks(1024) {
             p.feed(piece);
         }
-        assert!(p.stopped);
-        assert!(p.decoded_len <= FREE_DECODED + 64 * 1024);
+        assert_eq!(p.stopped(), Some(ParseStop::RatioLimit));
+        assert!(p.decoded_len() <= FREE_DECODED);
         assert_eq!(p.finish(true).usage_source, UsageSource::Absent);
     }
 
@@ -1297,7 +1394,13 @@ mod request_parser_tests {
         let mut p =
             RequestParser::new(ApiShape::OpenAiChat, "/v1/chat/completions", Some("snappy"));
         p.feed(br#"{"model":"gpt"}"#);
-        assert_eq!(p.finish(), RequestFacts::default());
+        assert_eq!(
+            p.finish(),
+            RequestFacts {
+                stopped: Some(ParseStop::UnsupportedEncoding),
+                ..RequestFacts::default()
+            }
+        );
         let mut p = RequestParser::new(ApiShape::OpenAiChat, "/v1/chat/completions", None);
         p.feed(b"\x00\xff{{{]]]");
         assert_eq!(p.finish().model, None);

@@ -126,6 +126,8 @@ pub(crate) struct JsonSkim {
     frames: Vec<Frame>,
     cap: Option<Cap>,
     root_array: bool,
+    /// Largest value captured (at most `MAX_CAPTURE`).
+    cap_limit: usize,
 }
 
 fn is_ws(b: u8) -> bool {
@@ -138,11 +140,18 @@ fn is_scalar(b: u8) -> bool {
 
 impl JsonSkim {
     pub(crate) fn new() -> JsonSkim {
+        JsonSkim::with_capture_limit(MAX_CAPTURE)
+    }
+
+    /// Values longer than `limit` (at most `MAX_CAPTURE`) are skipped, so a body that stalls in
+    /// the middle of one holds at most that much.
+    pub(crate) fn with_capture_limit(limit: usize) -> JsonSkim {
         JsonSkim {
             st: St::Value,
             frames: Vec::new(),
             cap: None,
             root_array: false,
+            cap_limit: limit.min(MAX_CAPTURE),
         }
     }
 
@@ -177,7 +186,7 @@ impl JsonSkim {
                 St::Key => self.scan_key(chunk, i),
                 _ => {
                     if self.step(b, i, chunk, p) {
-                        i + 1
+                        i.saturating_add(1)
                     } else {
                         i
                     }
@@ -199,13 +208,13 @@ impl JsonSkim {
         let Some(off) = memchr2(b'"', b'\\', rest) else {
             return chunk.len();
         };
-        let at = i + off;
+        let at = i.saturating_add(off).saturating_add(1);
         if rest.get(off) == Some(&b'"') {
-            self.end_value(at + 1, chunk, p);
+            self.end_value(at, chunk, p);
         } else {
             self.st = St::StrEsc;
         }
-        at + 1
+        at
     }
 
     fn scan_key(&mut self, chunk: &[u8], i: usize) -> usize {
@@ -220,7 +229,7 @@ impl JsonSkim {
             Some(_) => self.st = St::KeyEsc,
             None => return chunk.len(),
         }
-        i + off + 1
+        i.saturating_add(off).saturating_add(1)
     }
 
     /// One byte outside strings; false when the byte must be looked at again in the new state.
@@ -303,7 +312,7 @@ impl JsonSkim {
 
     fn close<P: Picker + ?Sized>(&mut self, i: usize, chunk: &[u8], p: &mut P) {
         self.frames.pop();
-        self.end_value(i + 1, chunk, p);
+        self.end_value(i.saturating_add(1), chunk, p);
     }
 
     /// A value ended just before `end` in `chunk`: hand it over if it was being captured.
@@ -314,9 +323,11 @@ impl JsonSkim {
                 frames: self.frames.get(..depth).unwrap_or_default(),
             };
             let tail = chunk.get(cap.start..end).unwrap_or_default();
-            if cap.buf.is_empty() && !cap.too_big {
+            // The same limit whether the value came in one chunk or several.
+            let fits = !cap.too_big && cap.buf.len().saturating_add(tail.len()) <= self.cap_limit;
+            if fits && cap.buf.is_empty() {
                 p.take(path, tail);
-            } else if cap.buf.len() + tail.len() <= MAX_CAPTURE && !cap.too_big {
+            } else if fits {
                 cap.buf.extend_from_slice(tail);
                 p.take(path, &cap.buf);
             }
@@ -335,7 +346,7 @@ impl JsonSkim {
     fn spill(&mut self, chunk: &[u8]) {
         let Some(cap) = &mut self.cap else { return };
         let part = chunk.get(cap.start..).unwrap_or_default();
-        if cap.too_big || cap.buf.len() + part.len() > MAX_CAPTURE {
+        if cap.too_big || cap.buf.len().saturating_add(part.len()) > self.cap_limit {
             cap.too_big = true;
             cap.buf = Vec::new();
         } else {
@@ -480,9 +491,16 @@ mod tests {
         let mut doc = br#"{"usage":""#.to_vec();
         doc.extend(std::iter::repeat_n(b'a', MAX_CAPTURE + 10));
         doc.extend(br#"","id":"z"}"#);
-        let (got, done, _) = run(&doc, &[b"usage", b"id"], 4096);
-        assert_eq!(got, vec![("id".to_string(), r#""z""#.to_string())]);
-        assert!(done);
+        for split in [4096, doc.len()] {
+            // Skipped whether it spans chunks or lies inside one.
+            let (got, done, _) = run(&doc, &[b"usage", b"id"], split);
+            assert_eq!(
+                got,
+                vec![("id".to_string(), r#""z""#.to_string())],
+                "split {split}"
+            );
+            assert!(done);
+        }
         let deep = "[".repeat(MAX_DEPTH + 5);
         let (got, done, _) = run(deep.as_bytes(), &[b"id"], 7);
         assert!(got.is_empty() && !done);

@@ -123,7 +123,7 @@ impl SseFramer {
                 return input;
             };
             if BOM.get(self.bom_seen) == Some(&b) {
-                self.bom_seen += 1;
+                self.bom_seen = self.bom_seen.saturating_add(1);
                 self.bom_done = self.bom_seen == BOM.len();
                 input = rest;
             } else {
@@ -272,7 +272,7 @@ impl SseFramer {
         }
         if pass < piece.len() {
             self.cut = true;
-            self.dropped += 1;
+            self.dropped = self.dropped.saturating_add(1);
         }
     }
 
