@@ -65,6 +65,9 @@ pub const LLMTAP_REQUEST_HEADERS: &str = "llmtap.request.headers";
 pub const LLMTAP_RESPONSE_HEADERS: &str = "llmtap.response.headers";
 /// Process-unique exchange id.
 pub const LLMTAP_EXCHANGE_ID: &str = "llmtap.exchange.id";
+/// Why the request body's parser stopped early (`ratio_limit`, `corrupt_encoding`,
+/// `unsupported_encoding`, `memory_limit`); absent when it read the whole body.
+pub const LLMTAP_REQUEST_BODY_PARSE_STOPPED: &str = "llmtap.request.body.parse_stopped";
 /// The `[[client]]` the connection was identified as (call and egress records).
 pub const LLMTAP_CLIENT_NAME: &str = "llmtap.client.name";
 /// That client's policy profile.
@@ -121,6 +124,7 @@ pub const ALL: &[&str] = &[
     LLMTAP_REQUEST_HEADERS,
     LLMTAP_RESPONSE_HEADERS,
     LLMTAP_EXCHANGE_ID,
+    LLMTAP_REQUEST_BODY_PARSE_STOPPED,
     LLMTAP_CLIENT_NAME,
     LLMTAP_CLIENT_PROFILE,
     LLMTAP_EGRESS_DECISION,

@@ -311,6 +311,11 @@ fn response_attributes(attrs: &mut Attrs, facts: &ResponseFacts) {
 
 fn llmtap_attributes(attrs: &mut Attrs, exchange: &Exchange, redactor: &Redactor) {
     attrs.int(key::LLMTAP_EXCHANGE_ID, Some(saturating_i64(exchange.id)));
+    let stopped = exchange.request_facts.as_ref().and_then(|f| f.stopped);
+    attrs.short(
+        key::LLMTAP_REQUEST_BODY_PARSE_STOPPED,
+        stopped.map(|s| s.as_str()),
+    );
     attrs.short(key::LLMTAP_CLIENT_NAME, exchange.client_name.as_deref());
     attrs.short(
         key::LLMTAP_CLIENT_PROFILE,

@@ -600,3 +600,22 @@ fn helpers() {
         assert_eq!(protocol_version(raw), want);
     }
 }
+
+#[test]
+fn a_request_parse_that_stopped_says_why() {
+    let mut exchange = anthropic_exchange();
+    assert!(
+        build(&exchange, 256 * 1024)
+            .attribute(key::LLMTAP_REQUEST_BODY_PARSE_STOPPED)
+            .is_none()
+    );
+    exchange.request_facts = Some(RequestFacts {
+        stopped: Some(crate::providers::ParseStop::RatioLimit),
+        ..Default::default()
+    });
+    let r = build(&exchange, 256 * 1024);
+    assert_eq!(
+        str_attr(&r, key::LLMTAP_REQUEST_BODY_PARSE_STOPPED),
+        Some("ratio_limit")
+    );
+}
