@@ -55,29 +55,8 @@ pub async fn plain(
         Direction::Sent,
     );
     let req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
-    let protocols = if upgrade {
-        Protocols::Http1Only
-    } else {
-        Protocols::Auto
-    };
-    let client = call
-        .shared
-        .pool
-        .client(&call.grant.target, call.grant.addr, protocols);
-    match client.request(req).await {
-        Ok(mut res) => {
-            call.audit.connected(call.grant.addr);
-            if let Some(client_upgrade) = client_upgrade
-                && res.status() == StatusCode::SWITCHING_PROTOCOLS
-            {
-                let server_upgrade = hyper::upgrade::on(&mut res);
-                super::tunnel::spawn_upgrade(
-                    client_upgrade,
-                    server_upgrade,
-                    Arc::clone(&call.audit),
-                    Arc::clone(&call.shared),
-                );
-            }
+    match send_upstream(&call, req, client_upgrade).await {
+        Ok(res) => {
             let audit = Arc::clone(&call.audit);
             res.map(|b| {
                 CountedBody::new(IdleBody::new(b, stall), audit, Direction::Received)
@@ -91,6 +70,38 @@ pub async fn plain(
             failure_response(&failure)
         }
     }
+}
+
+/// Sends to the decided address over the decision's pooled client; splices an upgrade the
+/// upstream accepted.
+async fn send_upstream(
+    call: &Call,
+    req: Request<ProxyBody>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+    let protocols = if client_upgrade.is_some() {
+        Protocols::Http1Only
+    } else {
+        Protocols::Auto
+    };
+    let client = call
+        .shared
+        .pool
+        .client(&call.grant.target, call.grant.addr, protocols);
+    let mut res = client.request(req).await?;
+    call.audit.connected(call.grant.addr);
+    if let Some(client_upgrade) = client_upgrade
+        && res.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        let server_upgrade = hyper::upgrade::on(&mut res);
+        super::tunnel::spawn_upgrade(
+            client_upgrade,
+            server_upgrade,
+            Arc::clone(&call.audit),
+            Arc::clone(&call.shared),
+        );
+    }
+    Ok(res)
 }
 
 /// Plain HTTP to an LLM host: captured like an intercepted request, audited per request.
@@ -170,31 +181,8 @@ pub async fn captured(
         Direction::Sent,
     );
     let req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
-    let protocols = if upgrade {
-        Protocols::Http1Only
-    } else {
-        Protocols::Auto
-    };
-    let client = call
-        .shared
-        .pool
-        .client(&call.grant.target, call.grant.addr, protocols);
-    match client.request(req).await {
-        Ok(mut res) => {
-            call.audit.connected(call.grant.addr);
-            if let Some(client_upgrade) = client_upgrade
-                && res.status() == StatusCode::SWITCHING_PROTOCOLS
-            {
-                let server_upgrade = hyper::upgrade::on(&mut res);
-                super::tunnel::spawn_upgrade(
-                    client_upgrade,
-                    server_upgrade,
-                    Arc::clone(&call.audit),
-                    Arc::clone(&call.shared),
-                );
-            }
-            tap_response(&call, exchange, shape, res)
-        }
+    match send_upstream(&call, req, client_upgrade).await {
+        Ok(res) => tap_response(&call, exchange, shape, res),
         Err(e) => {
             let failure = classify(&e);
             let outcome = if is_body_timeout(&e) {
