@@ -236,18 +236,26 @@ async fn connections_beyond_the_cap_are_closed_at_once_and_counted() {
 }
 
 #[tokio::test]
-async fn a_stream_cut_at_the_end_of_the_grace_still_gets_its_record() {
+async fn streams_cut_at_the_end_of_the_grace_still_get_their_records() {
     let (_ca, up, mut proxy) = setup(&["--shutdown-grace", "300ms"]).await;
-    let mut res = proxy
-        .client()
-        .get(format!("https://{LLM_HOST}:{}/sse?n=5&gate=1", up.port()))
-        .send()
-        .await
-        .unwrap();
-    timeout(STEP, res.chunk()).await.unwrap().unwrap().unwrap();
+    let client = proxy.client();
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        // Gated: each stream sends its first event, then waits (up to 20 s) for the test.
+        let mut res = client
+            .get(format!("https://{LLM_HOST}:{}/sse?n=5&gate=1", up.port()))
+            .send()
+            .await
+            .unwrap();
+        timeout(STEP, res.chunk()).await.unwrap().unwrap().unwrap();
+        streams.push(res);
+    }
     let report = proxy.shutdown().await;
-    assert_eq!(report.abandoned, 1);
-    let ex = proxy.records.next().await;
-    assert_eq!(ex.outcome, Outcome::Shutdown);
-    assert!(ex.response_body.total_len > 0);
+    assert_eq!(report.abandoned, 20);
+    for _ in 0..20 {
+        let ex = proxy.records.next().await;
+        assert_eq!(ex.outcome, Outcome::Shutdown);
+        assert!(ex.response_body.total_len > 0);
+    }
+    drop(streams);
 }
