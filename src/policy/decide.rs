@@ -32,11 +32,7 @@ pub async fn decide(
 ) -> Decision {
     let target = Target::new(&target.host, target.port);
     let intercept = rules.llm_hosts.matches(&target.host);
-    let route = match (via, intercept) {
-        (Via::Connect, true) => Route::Intercept,
-        (Via::Connect, false) => Route::Tunnel,
-        (Via::Http, _) => Route::Http,
-    };
+    let route = route_for(intercept, via);
     let deny = |kind: DenyKind, reason: String| {
         Decision::Deny(Denial {
             client: Some(client.clone()),
@@ -71,6 +67,15 @@ pub async fn decide(
         Decision::Intercept { grant, provider }
     } else {
         Decision::Tunnel(grant)
+    }
+}
+
+/// How a connection to an LLM host (`intercept`) or another host leaves, by how it asked.
+pub fn route_for(intercept: bool, via: Via) -> Route {
+    match (via, intercept) {
+        (Via::Connect, true) => Route::Intercept,
+        (Via::Connect, false) => Route::Tunnel,
+        (Via::Http, _) => Route::Http,
     }
 }
 

@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
-pub use decide::{SystemResolver, decide, host_provider};
+pub use decide::{SystemResolver, decide, host_provider, route_for};
 pub use file::{Mode, PolicyFileError, PolicySet};
 pub use identity::{AuthFailure, identify};
 

@@ -57,11 +57,7 @@ async fn decide(
         Err(failure) => Decision::Deny(Denial {
             client: None,
             target: target.clone(),
-            route: match (via, rules.llm_hosts.matches(&target.host)) {
-                (Via::Connect, true) => Route::Intercept,
-                (Via::Connect, false) => Route::Tunnel,
-                (Via::Http, _) => Route::Http,
-            },
+            route: policy::route_for(rules.llm_hosts.matches(&target.host), via),
             kind: DenyKind::Auth,
             reason: failure.reason,
         }),
