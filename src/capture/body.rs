@@ -286,6 +286,16 @@ impl ResponseTap {
     }
 
     fn finish(mut self, outcome: Outcome) {
+        // SDKs close as soon as they read the terminal event, often before the chunked
+        // terminator arrives: that answer was complete, not aborted.
+        let terminal_seen = self
+            .parser
+            .as_mut()
+            .is_some_and(|p| p.get_mut().saw_terminal());
+        let outcome = match outcome {
+            Outcome::ClientAborted if terminal_seen => Outcome::Complete,
+            other => other,
+        };
         let complete = outcome == Outcome::Complete;
         let facts = self.parser.take().map(|p| p.into_inner().finish(complete));
         let body = self.capture.take(self.content_encoding.take());
@@ -1020,6 +1030,47 @@ mod tests {
         assert_eq!(records.len(), 2);
         assert!(matches!(records[0].outcome, Outcome::UpstreamError { .. }));
         assert_eq!(records[1].outcome, Outcome::ClientAborted);
+        assert_eq!(in_flight.current(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_hangs_up_after_the_terminal_event_got_a_complete_answer() {
+        let sink = Arc::new(VecSink::default());
+        let in_flight = InFlight::new();
+        let budget = CaptureBudget::new(64 << 20);
+        let mut outcomes = Vec::new();
+        for (last, expect) in [
+            (&b"data: [DONE]\n\n"[..], Outcome::Complete),
+            (&b"data: {\"choices\":[]}\n\n"[..], Outcome::ClientAborted),
+        ] {
+            let mut t = tap_in(&sink, 1 << 20, &in_flight, Arc::clone(&budget));
+            let parser = ResponseParser::new(
+                crate::providers::ApiShape::OpenAiChat,
+                Some("text/event-stream"),
+                None,
+                200,
+            );
+            t.parser = Some(sync_wrapper::SyncWrapper::new(parser));
+            // The chunked terminator never comes: the third frame is never polled.
+            let mut body = TapBody::response(
+                body_of(vec![
+                    Ok(Frame::data(Bytes::from_static(
+                        b"data: {\"model\":\"m\"}\n\n",
+                    ))),
+                    Ok(Frame::data(Bytes::from_static(last))),
+                    Ok(Frame::data(Bytes::from_static(b"data: {}\n\n"))),
+                ]),
+                t,
+            );
+            for _ in 0..2 {
+                let _ = Pin::new(&mut body).frame().await;
+            }
+            drop(body);
+            outcomes.push(expect);
+        }
+        let records = sink.0.lock().unwrap();
+        let got: Vec<_> = records.iter().map(|r| r.outcome.clone()).collect();
+        assert_eq!(got, outcomes);
         assert_eq!(in_flight.current(), 0);
     }
 }

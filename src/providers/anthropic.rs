@@ -97,6 +97,10 @@ impl Format for Anthropic {
         }
     }
 
+    fn saw_terminal(&self) -> bool {
+        self.acc.terminal
+    }
+
     fn into_acc(self: Box<Self>) -> Acc {
         let mut acc = self.acc;
         let r = self.raw;

@@ -95,6 +95,10 @@ impl Format for Gemini {
         true
     }
 
+    fn saw_terminal(&self) -> bool {
+        self.acc.terminal
+    }
+
     fn into_acc(self: Box<Self>) -> Acc {
         self.acc
     }

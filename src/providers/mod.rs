@@ -529,6 +529,8 @@ pub(crate) trait Format: Picker + Send {
     fn array_is_stream(&self) -> bool {
         false
     }
+    /// The stream's terminal event has been seen.
+    fn saw_terminal(&self) -> bool;
     fn into_acc(self: Box<Self>) -> Acc;
 }
 
@@ -544,6 +546,9 @@ impl Picker for NoFormat {
 
 impl Format for NoFormat {
     fn end_doc(&mut self, _: Option<&SseEvent<'_>>) {}
+    fn saw_terminal(&self) -> bool {
+        false
+    }
     fn into_acc(self: Box<Self>) -> Acc {
         Acc::default()
     }
@@ -701,6 +706,12 @@ impl ResponseParser {
         let (body, format) = (&mut self.body, &mut self.format);
         self.inflow
             .work(&mut |piece| body.feed(piece, format.as_mut()))
+    }
+
+    /// The provider's stream said it was done (`message_stop`, `[DONE]`, ...): a client that
+    /// hangs up after this point hung up on a complete answer.
+    pub fn saw_terminal(&self) -> bool {
+        self.format.saw_terminal()
     }
 
     /// Offered bytes are still waiting for [`ResponseParser::work`].

@@ -146,6 +146,10 @@ impl Format for OpenAiResponses {
         }
     }
 
+    fn saw_terminal(&self) -> bool {
+        self.acc.terminal
+    }
+
     fn into_acc(self: Box<Self>) -> Acc {
         self.acc
     }
