@@ -112,6 +112,7 @@ fn exchange(response: &str) -> Exchange {
         client_profile: Some("code".into()),
         provider: Some("anthropic".into()),
         shape: ApiShape::AnthropicMessages,
+        key: Default::default(),
     }
 }
 

@@ -1,8 +1,12 @@
 'use strict';
 // llmtap proxy bootstrap: load it first with `node --require /opt/llmtap/proxy-bootstrap.cjs app.js`.
+// One self-contained file: it uses only Node's own modules (no npm install, nothing next to it).
 //
 // With HTTPS_PROXY / HTTP_PROXY (or their lower-case forms) set, it sends
-//   - fetch() (and undici's WebSocket) through the proxy: undici EnvHttpProxyAgent + setGlobalDispatcher;
+//   - fetch() (and undici's WebSocket/EventSource built into Node) through the proxy: it takes the Agent
+//     class of Node's built-in fetch from Node's own global dispatcher and installs an Agent whose
+//     `connect` opens a CONNECT tunnel for https:// origins (TLS then runs end to end, inside the
+//     tunnel); http:// origins are sent to the proxy in absolute form; NO_PROXY hosts go direct;
 //   - node:https (https.globalAgent, every https.Agent, and agent-less callers such as `ws`) through a
 //     CONNECT tunnel, so TLS runs end to end between the client and the proxy's leaf certificate;
 //   - node:http (http.globalAgent and agent-less callers) as absolute-form requests to the proxy;
@@ -12,8 +16,13 @@
 // On Node >= 22.21 / >= 24.5 started with NODE_USE_ENV_PROXY=1 (or --use-env-proxy), Node itself proxies
 // fetch() and the global agents; this file then only routes agent-less callers (ws) to the global agent.
 //
+// It never stops the process it is loaded into: a proxy variable it cannot use, or a Node whose fetch()
+// internals are not where this file looks for them, gets one "llmtap proxy-bootstrap: ..." warning on
+// stderr and the process carries on (without the proxy for what the warning names).
+//
 // Clients still have to trust llmtap's CA: NODE_EXTRA_CA_CERTS=/path/to/ca.pem (read once at start-up).
-// A client that does not trust it fails with a TLS error; it never falls back to a direct connection.
+// A client that does not trust it fails with a TLS error; when the proxy cannot be reached or refuses,
+// the request fails; it never falls back to a direct connection.
 
 const http = require('node:http');
 const https = require('node:https');
@@ -21,6 +30,8 @@ const net = require('node:net');
 const tls = require('node:tls');
 
 const STATE = Symbol.for('llmtap.proxyBootstrap');
+// Where undici (Node's fetch() is undici bundled into Node) keeps the dispatcher that fetch() uses.
+const GLOBAL_DISPATCHER = Symbol.for('undici.globalDispatcher.1');
 const CONNECT_TIMEOUT_MS = 30_000;
 const MAX_CONNECT_RESPONSE_HEAD = 16 * 1024;
 
@@ -41,7 +52,9 @@ function normaliseProxyUrl(value) {
   try {
     url = new URL(withScheme);
   } catch {
-    throw new Error(`llmtap proxy-bootstrap: proxy URL ${JSON.stringify(raw)} is not a valid URL`);
+    // Credentials (user:token@) stay out of the message: it goes to the agent's stderr.
+    const shown = withScheme.replace(/:\/\/[^/@]*@/, '://***@');
+    throw new Error(`llmtap proxy-bootstrap: proxy URL ${JSON.stringify(shown)} is not a valid URL`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw new Error(`llmtap proxy-bootstrap: proxy scheme ${url.protocol} is not supported (use http:// or https://)`);
@@ -324,22 +337,224 @@ function patchRequestFunctions(mod, defaultPort, defaultProtocol, config) {
 function builtinEnvProxyActive(env = process.env) {
   const [major, minor] = process.versions.node.split('.').map(Number);
   const supported = (major === 22 && minor >= 21) || (major === 24 && minor >= 5) || major >= 25;
-  const enabled = env.NODE_USE_ENV_PROXY === '1' || process.execArgv.includes('--use-env-proxy');
+  const nodeOptions = String(env.NODE_OPTIONS || '').split(/\s+/);
+  const enabled = env.NODE_USE_ENV_PROXY === '1' || process.execArgv.includes('--use-env-proxy') || nodeOptions.includes('--use-env-proxy');
   return supported && enabled;
 }
 
+/** One line on stderr, for a piece this file needs and cannot find or use; the process carries on. */
+function warn(message) {
+  try {
+    process.stderr.write(`llmtap proxy-bootstrap: ${message}\n`);
+  } catch {
+    // No usable stderr: nothing else to tell anyone with.
+  }
+}
+
+/**
+ * Node's fetch() loads its undici lazily; the load installs the default dispatcher (an undici Agent)
+ * under GLOBAL_DISPATCHER. Touching the lazy `Headers` global loads that same module without sending
+ * anything. Returns the dispatcher fetch() will use, or undefined.
+ */
+function builtinFetchDispatcher() {
+  if (globalThis[GLOBAL_DISPATCHER] === undefined) {
+    try {
+      void globalThis.Headers;
+    } catch {
+      // A getter that throws: reported below as a missing dispatcher.
+    }
+  }
+  return globalThis[GLOBAL_DISPATCHER];
+}
+
+/** Adds `name: value` to undici dispatch headers (flat array, iterable of pairs, or object) unless present. */
+function withHeaders(headers, extra) {
+  let flat;
+  if (headers == null) {
+    flat = [];
+  } else if (Array.isArray(headers)) {
+    flat = headers.slice();
+  } else if (typeof headers[Symbol.iterator] === 'function') {
+    flat = [];
+    for (const [name, value] of headers) flat.push(name, value);
+  } else {
+    flat = [];
+    for (const [name, value] of Object.entries(headers)) flat.push(name, value);
+  }
+  const present = new Set();
+  for (let i = 0; i < flat.length; i += 2) present.add(String(flat[i]).toLowerCase());
+  for (const [name, value] of extra) if (!present.has(name)) flat.push(name, value);
+  return flat;
+}
+
+/**
+ * Dispatch options for a plain-http:// request sent to the proxy in absolute form
+ * (`GET http://host:port/path HTTP/1.1`, Host: the target), as undici's own ProxyAgent does it.
+ */
+function absoluteFormOptions(opts, target, proxy) {
+  const extra = [['host', target.host]];
+  const auth = proxyAuthorization(proxy);
+  if (auth) extra.push(['proxy-authorization', auth]);
+  return {
+    ...opts,
+    origin: proxy.origin,
+    path: `${target.origin}${opts.path || '/'}`,
+    headers: withHeaders(opts.headers, extra),
+  };
+}
+
+/**
+ * undici `connect` function for https:// origins: CONNECT tunnel through the proxy, then TLS to the
+ * target inside it (SNI = the target, verified against Node's CA store incl. NODE_EXTRA_CA_CERTS).
+ */
+function tunnelConnector(proxyHref) {
+  return function llmtapConnect(opts, callback) {
+    const host = String(opts.hostname || opts.host || '').replace(/^\[|\]$/g, '');
+    const port = Number(opts.port) || 443;
+    openTunnel(proxyHref, host, port).then(
+      (raw) => {
+        raw.setNoDelay(true);
+        raw.setKeepAlive(true, 60_000);
+        const servername = opts.servername || (net.isIP(host) ? undefined : host);
+        let socket;
+        try {
+          socket = tls.connect({ socket: raw, servername, ALPNProtocols: ['http/1.1'] });
+        } catch (err) {
+          raw.destroy();
+          callback(err);
+          return;
+        }
+        const timer = setTimeout(() => {
+          socket.destroy(new Error(`llmtap proxy-bootstrap: TLS handshake with ${authorityOf(host, port)} through the proxy took longer than ${CONNECT_TIMEOUT_MS} ms`));
+        }, CONNECT_TIMEOUT_MS);
+        const onError = (err) => {
+          clearTimeout(timer);
+          socket.destroy();
+          callback(err);
+        };
+        socket.once('error', onError);
+        socket.once('secureConnect', () => {
+          clearTimeout(timer);
+          socket.removeListener('error', onError);
+          callback(null, socket);
+        });
+      },
+      (err) => callback(err),
+    );
+  };
+}
+
+/**
+ * The dispatcher fetch() gets: an Agent of Node's own undici whose connections to https:// origins
+ * are CONNECT tunnels; plain http:// origins go to `direct` (Node's original Agent) rewritten to the
+ * proxy in absolute form; NO_PROXY origins and anything else go to `direct` unchanged.
+ */
+function makeFetchDispatcher(Agent, direct, config) {
+  const httpsProxy = config.httpsProxy ? new URL(config.httpsProxy) : null;
+  const httpProxy = config.httpProxy ? new URL(config.httpProxy) : null;
+
+  class LlmtapProxyDispatcher extends Agent {
+    constructor() {
+      super(httpsProxy ? { connect: tunnelConnector(httpsProxy.href) } : {});
+    }
+
+    dispatch(opts, handler) {
+      let target = null;
+      try {
+        target = new URL(String(opts && opts.origin));
+      } catch {
+        // No usable origin: undici reports that itself, below.
+      }
+      if (target) {
+        const secure = target.protocol === 'https:' || target.protocol === 'wss:';
+        const port = Number(target.port) || (secure ? 443 : 80);
+        const proxied = shouldProxy(config.noProxyEntries, target.hostname, port);
+        if (secure && httpsProxy && proxied) return super.dispatch(opts, handler);
+        if (target.protocol === 'http:' && httpProxy && proxied) {
+          return direct.dispatch(absoluteFormOptions(opts, target, httpProxy), handler);
+        }
+      }
+      return direct.dispatch(opts, handler);
+    }
+
+    close(callback) {
+      const done = Promise.all([super.close(), direct.close()]).then(() => undefined);
+      if (typeof callback !== 'function') return done;
+      done.then(() => callback(null, null), (err) => callback(err, null));
+      return undefined;
+    }
+
+    destroy(err, callback) {
+      if (typeof err === 'function') {
+        callback = err;
+        err = null;
+      }
+      const done = Promise.all([super.destroy(err), direct.destroy(err)]).then(() => undefined);
+      if (typeof callback !== 'function') return done;
+      done.then(() => callback(null, null), (e) => callback(e, null));
+      return undefined;
+    }
+  }
+  return new LlmtapProxyDispatcher();
+}
+
+/**
+ * Routes Node's built-in fetch() through the proxy. Returns what it did, for process[STATE].fetch;
+ * anything it cannot find or use is one warning and fetch() is left as it was.
+ */
 function installFetchProxy(config) {
-  const { EnvHttpProxyAgent, setGlobalDispatcher } = require('undici');
-  setGlobalDispatcher(new EnvHttpProxyAgent({
-    httpProxy: config.httpProxy || undefined,
-    httpsProxy: config.httpsProxy || undefined,
-    noProxy: config.noProxy,
-  }));
+  const leftAlone = 'fetch() is NOT sent through the proxy (node:http/https are)';
+  let current;
+  try {
+    if (typeof globalThis.fetch !== 'function') return 'no-fetch';
+    current = builtinFetchDispatcher();
+  } catch (err) {
+    warn(`could not read the global fetch() dispatcher (${err && err.message}); ${leftAlone}`);
+    return 'unavailable';
+  }
+  if (current === undefined || current === null) {
+    warn(`this Node (${process.version}) has no global fetch() dispatcher under Symbol.for('undici.globalDispatcher.1'); ${leftAlone}`);
+    return 'unavailable';
+  }
+  const Agent = current.constructor;
+  const name = typeof Agent === 'function' ? Agent.name : typeof current;
+  if (name === 'EnvHttpProxyAgent') return 'already-env-proxy';
+  if (name !== 'Agent' || typeof Agent.prototype.dispatch !== 'function' || typeof current.dispatch !== 'function') {
+    warn(`the global fetch() dispatcher is ${JSON.stringify(name)}, not undici's default Agent (set before this file ran?); ${leftAlone}`);
+    return 'unavailable';
+  }
+  let dispatcher;
+  try {
+    dispatcher = makeFetchDispatcher(Agent, current, config);
+  } catch (err) {
+    warn(`could not build a proxying fetch() dispatcher from Node's Agent (${err && err.message}); ${leftAlone}`);
+    return 'unavailable';
+  }
+  try {
+    globalThis[GLOBAL_DISPATCHER] = dispatcher;
+  } catch {
+    // A read-only property in strict mode: checked just below.
+  }
+  if (globalThis[GLOBAL_DISPATCHER] !== dispatcher) {
+    warn(`the global fetch() dispatcher cannot be replaced; ${leftAlone}`);
+    return 'unavailable';
+  }
+  return 'proxied';
 }
 
 function install(env = process.env) {
   if (process[STATE]) return process[STATE];
-  const config = readProxyEnv(env);
+  let config;
+  try {
+    config = readProxyEnv(env);
+  } catch (err) {
+    // A proxy variable this file cannot use: routing only some traffic would be worse than a clear
+    // word, so nothing is installed and the agent starts as if no proxy were set.
+    const reason = String(err && err.message).replace(/^llmtap proxy-bootstrap: /, '');
+    warn(`${reason}; nothing is routed through a proxy, requests go direct`);
+    process[STATE] = { installed: false, mode: 'bad-proxy-variable', error: reason };
+    return process[STATE];
+  }
   if (!config.httpProxy && !config.httpsProxy) {
     process[STATE] = { installed: false, mode: 'no-proxy-variables' };
     return process[STATE];
@@ -350,7 +565,7 @@ function install(env = process.env) {
     process[STATE] = { installed: true, mode: 'node-builtin-env-proxy', httpsProxy: config.httpsProxy ? safeProxyName(new URL(config.httpsProxy)) : '' };
     return process[STATE];
   }
-  installFetchProxy(config);
+  const fetchMode = installFetchProxy(config);
   if (config.httpsProxy) {
     patchHttpsAgents(config);
     patchRequestFunctions(https, 443, 'https:', config);
@@ -362,12 +577,17 @@ function install(env = process.env) {
   process[STATE] = {
     installed: true,
     mode: 'bootstrap',
+    fetch: fetchMode,
     httpProxy: config.httpProxy ? safeProxyName(new URL(config.httpProxy)) : '',
     httpsProxy: config.httpsProxy ? safeProxyName(new URL(config.httpsProxy)) : '',
   };
   return process[STATE];
 }
 
-install();
+try {
+  install();
+} catch (err) {
+  warn(`could not install the proxy routing (${err && err.stack ? err.stack : err}); the process carries on`);
+}
 
 module.exports = { install, readProxyEnv, parseNoProxy, shouldProxy, openTunnel, builtinEnvProxyActive };

@@ -1,4 +1,9 @@
-//! The root CA: load or create it in the CA directory, and issue cached per-host leaf certificates.
+//! The root CA: load or create it in the CA directory (name-constrained to the intercepted hosts
+//! when asked), and issue cached per-host leaf certificates.
+
+mod constraints;
+
+pub use constraints::NameScope;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -10,11 +15,13 @@ use std::time::{Duration, Instant};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
+    Issuer, KeyPair, KeyUsagePurpose, NameConstraints, PKCS_ECDSA_P256_SHA256, SanType,
 };
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
+
+use crate::route::HostList;
 
 pub const CA_CERT_FILE: &str = "ca.pem";
 pub const CA_KEY_FILE: &str = "ca-key.pem";
@@ -57,8 +64,44 @@ pub enum CaError {
     Incomplete { present: PathBuf, missing: PathBuf },
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
+    #[error("--llm-hosts names no host: a name-constrained CA would permit nothing")]
+    NothingToPermit,
+    #[error("--llm-hosts entry {host:?} cannot be a name constraint: {reason}")]
+    BadConstraintHost { host: String, reason: String },
+    #[error(
+        "--ca-name-constraints is set but {cert} has no name constraints (it was made without them); \
+         run `llmtap ca rotate --name-constrained` and give clients the new ca.pem"
+    )]
+    Unconstrained { cert: PathBuf },
+    #[error(
+        "--llm-hosts {} outside the name constraints of {cert} ({scope}): clients would reject \
+         their certificates; run `llmtap ca rotate --name-constrained` with the current --llm-hosts \
+         and give clients the new ca.pem",
+        hosts.iter().map(|h| format!("{h:?}")).collect::<Vec<_>>().join(", ")
+    )]
+    HostsOutside {
+        cert: PathBuf,
+        hosts: Vec<String>,
+        scope: String,
+    },
     #[error("TLS configuration for a leaf failed: {0}")]
     Tls(#[from] rustls::Error),
+}
+
+/// How llmtap makes a CA when there is none (first start, `ca print`, `ca rotate`).
+#[derive(Debug, Clone, Default)]
+pub struct NewCa {
+    name_constraints: Option<NameConstraints>,
+}
+
+impl NewCa {
+    /// A CA whose X.509 name constraints permit only `hosts` (`--ca-name-constraints`,
+    /// `ca rotate --name-constrained`): a leaf for any other name fails verification.
+    pub fn name_constrained(hosts: &HostList) -> Result<NewCa, CaError> {
+        Ok(NewCa {
+            name_constraints: Some(constraints::for_hosts(hosts)?),
+        })
+    }
 }
 
 /// The loaded root CA plus a bounded cache of leaf server configs.
@@ -66,6 +109,9 @@ pub struct CertAuthority {
     issuer: Issuer<'static, KeyPair>,
     ca_der: CertificateDer<'static>,
     ca_pem: String,
+    cert_path: PathBuf,
+    /// Its name constraints, `None` when it has none.
+    scope: Option<NameScope>,
     leaves: Mutex<lru::LruCache<String, CachedLeaf>>,
 }
 
@@ -83,12 +129,70 @@ impl std::fmt::Debug for CertAuthority {
 impl CertAuthority {
     /// Loads `ca.pem` + `ca-key.pem` from `dir`, creating them (once, atomically) if both are absent.
     pub fn load_or_create(dir: &Path) -> Result<CertAuthority, CaError> {
+        Self::load_or_create_with(dir, &NewCa::default())
+    }
+
+    /// Like [`load_or_create`](Self::load_or_create); a CA it creates is made as `new` says.
+    pub fn load_or_create_with(dir: &Path, new: &NewCa) -> Result<CertAuthority, CaError> {
         let cert_path = dir.join(CA_CERT_FILE);
         let key_path = dir.join(CA_KEY_FILE);
         if !cert_path.exists() || !key_path.exists() {
-            create_once(dir, &cert_path, &key_path)?;
+            create_once(dir, &cert_path, &key_path, new)?;
         }
         Self::load(&cert_path, &key_path)
+    }
+
+    /// The CA of a proxy intercepting `hosts`: loaded or created (name-constrained to `hosts`
+    /// when `name_constrained`), refused when its name constraints leave out one of `hosts`, or
+    /// when `name_constrained` and it has none.
+    pub fn for_proxy(
+        dir: &Path,
+        hosts: &HostList,
+        name_constrained: bool,
+    ) -> Result<CertAuthority, CaError> {
+        let new = if name_constrained {
+            NewCa::name_constrained(hosts)?
+        } else {
+            NewCa::default()
+        };
+        let ca = Self::load_or_create_with(dir, &new)?;
+        let constrained = ca
+            .scope
+            .as_ref()
+            .is_some_and(NameScope::constrains_anything);
+        if name_constrained && !constrained {
+            return Err(CaError::Unconstrained {
+                cert: ca.cert_path.clone(),
+            });
+        }
+        ca.check_hosts(hosts)?;
+        Ok(ca)
+    }
+
+    /// Every pattern of `hosts` inside the CA's name constraints (always, for a CA without).
+    pub fn check_hosts(&self, hosts: &HostList) -> Result<(), CaError> {
+        let Some(scope) = &self.scope else {
+            return Ok(());
+        };
+        let outside: Vec<String> = hosts
+            .patterns()
+            .iter()
+            .filter(|p| !scope.admits(p))
+            .map(constraints::pattern_text)
+            .collect();
+        if outside.is_empty() {
+            return Ok(());
+        }
+        Err(CaError::HostsOutside {
+            cert: self.cert_path.clone(),
+            hosts: outside,
+            scope: scope.to_string(),
+        })
+    }
+
+    /// The CA's name constraints, `None` when it has none.
+    pub fn name_scope(&self) -> Option<&NameScope> {
+        self.scope.as_ref()
     }
 
     fn load(cert_path: &Path, key_path: &Path) -> Result<CertAuthority, CaError> {
@@ -104,7 +208,7 @@ impl CertAuthority {
             what: "PEM certificate",
             reason: "no CERTIFICATE block".into(),
         })?;
-        let cert_spki = cert_public_key(&ca_der).map_err(|reason| CaError::Corrupt {
+        let (cert_spki, scope) = inspect(&ca_der).map_err(|reason| CaError::Corrupt {
             path: cert_path.to_path_buf(),
             what: "PEM certificate",
             reason,
@@ -125,6 +229,8 @@ impl CertAuthority {
             issuer,
             ca_der,
             ca_pem: cert_pem,
+            cert_path: cert_path.to_path_buf(),
+            scope,
             leaves: Mutex::new(lru::LruCache::new(cache_size)),
         })
     }
@@ -168,13 +274,18 @@ impl CertAuthority {
         // A key of its own per leaf: a leaked leaf key must not be the CA's key.
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
         let san = match host.parse::<IpAddr>() {
+            // No CN: OpenSSL reads a CN that looks like a host name (`127.0.0.1` does) as a DNS
+            // name, and a name-constrained CA's DNS subtrees would then refuse the leaf. With an
+            // empty subject the SAN is marked critical (RFC 5280 4.1.2.6).
             Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(host.to_string().try_into()?),
+            Err(_) => {
+                dn.push(DnType::CommonName, host);
+                SanType::DnsName(host.to_string().try_into()?)
+            }
         };
         params.subject_alt_names = vec![san];
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, host);
         params.distinguished_name = dn;
         let now = OffsetDateTime::now_utc();
         params.not_before = now - BACKDATE;
@@ -201,7 +312,8 @@ const LEAF_REFRESH_AFTER: Duration = Duration::from_secs(
 );
 
 /// Moves the current pair aside (`<name>.<unix-time>.bak`) and creates a new CA; returns the backups.
-pub fn rotate(dir: &Path) -> Result<Vec<PathBuf>, CaError> {
+/// The new CA is made as `new` says.
+pub fn rotate(dir: &Path, new: &NewCa) -> Result<Vec<PathBuf>, CaError> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -219,11 +331,11 @@ pub fn rotate(dir: &Path) -> Result<Vec<PathBuf>, CaError> {
             moved.push(to);
         }
     }
-    write_new_ca(dir, &dir.join(CA_CERT_FILE), &dir.join(CA_KEY_FILE))?;
+    write_new_ca(dir, &dir.join(CA_CERT_FILE), &dir.join(CA_KEY_FILE), new)?;
     Ok(moved)
 }
 
-fn create_once(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), CaError> {
+fn create_once(dir: &Path, cert_path: &Path, key_path: &Path, new: &NewCa) -> Result<(), CaError> {
     fs::create_dir_all(dir).map_err(|source| CaError::Write {
         path: dir.to_path_buf(),
         source,
@@ -232,7 +344,7 @@ fn create_once(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), CaEr
     let _lock = lock_dir(dir)?;
     match (cert_path.exists(), key_path.exists()) {
         (true, true) => Ok(()),
-        (false, false) => write_new_ca(dir, cert_path, key_path),
+        (false, false) => write_new_ca(dir, cert_path, key_path, new),
         (true, false) => Err(CaError::Incomplete {
             present: cert_path.to_path_buf(),
             missing: key_path.to_path_buf(),
@@ -260,7 +372,7 @@ fn lock_dir(dir: &Path) -> Result<File, CaError> {
     Ok(file)
 }
 
-fn write_new_ca(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), CaError> {
+fn write_new_ca(dir: &Path, cert_path: &Path, key_path: &Path, new: &NewCa) -> Result<(), CaError> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::default();
     let id: u64 = rand::random();
@@ -278,6 +390,7 @@ fn write_new_ca(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), CaE
     params.not_before = now - BACKDATE;
     params.not_after = now + CA_VALIDITY;
     params.serial_number = Some(random_serial());
+    params.name_constraints = new.name_constraints.clone();
     let cert = params.self_signed(&key)?;
     // Key first: a crash between the two renames leaves an incomplete pair, reported, never a torn file.
     write_atomic(dir, key_path, key.serialize_pem().as_bytes(), 0o600)?;
@@ -314,9 +427,11 @@ fn first_cert_der(pem: &str) -> Option<CertificateDer<'static>> {
         .and_then(Result::ok)
 }
 
-fn cert_public_key(der: &CertificateDer<'_>) -> Result<Vec<u8>, String> {
+/// The CA certificate's public key and its name constraints.
+fn inspect(der: &CertificateDer<'_>) -> Result<(Vec<u8>, Option<NameScope>), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
-    Ok(cert.public_key().subject_public_key.data.to_vec())
+    let scope = constraints::read(&cert)?;
+    Ok((cert.public_key().subject_public_key.data.to_vec(), scope))
 }
 
 fn random_serial() -> rcgen::SerialNumber {
@@ -382,10 +497,36 @@ mod tests {
     }
 
     #[test]
+    fn a_name_constrained_ca_reads_its_constraints_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = HostList::parse("api.openai.com,*.example.com,10.1.2.3").unwrap();
+        let new = NewCa::name_constrained(&hosts).unwrap();
+        CertAuthority::load_or_create_with(dir.path(), &new).unwrap();
+        let ca = CertAuthority::load_or_create(dir.path()).unwrap();
+        assert_eq!(
+            ca.name_scope().unwrap().to_string(),
+            "permitted DNS api.openai.com, DNS example.com, IP 10.1.2.3/32; excluded IP ::/0"
+        );
+        ca.check_hosts(&hosts).unwrap();
+        let err = ca
+            .check_hosts(&HostList::parse("api.openai.com,evil.com").unwrap())
+            .unwrap_err();
+        assert!(
+            matches!(&err, CaError::HostsOutside { hosts, .. } if hosts == &["evil.com"]),
+            "{err}"
+        );
+        let plain = tempfile::tempdir().unwrap();
+        let ca = CertAuthority::load_or_create(plain.path()).unwrap();
+        assert!(ca.name_scope().is_none());
+        ca.check_hosts(&HostList::parse("evil.com").unwrap())
+            .unwrap();
+    }
+
+    #[test]
     fn rotate_moves_the_old_pair_aside() {
         let dir = tempfile::tempdir().unwrap();
         let old = CertAuthority::load_or_create(dir.path()).unwrap();
-        let moved = rotate(dir.path()).unwrap();
+        let moved = rotate(dir.path(), &NewCa::default()).unwrap();
         assert_eq!(moved.len(), 2);
         let new = CertAuthority::load_or_create(dir.path()).unwrap();
         assert_ne!(old.cert_pem(), new.cert_pem());

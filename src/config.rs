@@ -12,6 +12,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::audit::AuditLevel;
+use crate::keys::KeySet;
 use crate::policy::{Pins, PolicySet};
 use crate::redact::{RedactionConfig, Redactor};
 use crate::route::{HostList, ProviderMap, RouteError};
@@ -57,7 +58,12 @@ pub enum CaAction {
     /// Print the CA certificate PEM (what clients put in NODE_EXTRA_CA_CERTS), creating the CA if missing.
     Print,
     /// Move the current CA aside (`*.pem.<unix-time>.bak`) and create a new one.
-    Rotate,
+    Rotate {
+        /// Make the new CA name-constrained to --llm-hosts: it cannot sign for any other name
+        /// (also when PROXY_CA_NAME_CONSTRAINTS is set).
+        #[arg(long)]
+        name_constrained: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +100,16 @@ pub struct RunArgs {
         global = true
     )]
     pub llm_hosts: String,
+    /// When llmtap creates its CA, make it name-constrained to --llm-hosts; refuse to start with
+    /// a CA without name constraints (`1`/`true`).
+    #[arg(
+        long,
+        env = "PROXY_CA_NAME_CONSTRAINTS",
+        global = true,
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub ca_name_constraints: bool,
     /// Extra PEM file of roots trusted for upstream TLS (on top of the platform roots).
     #[arg(long, env = "PROXY_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
@@ -151,6 +167,14 @@ pub struct RunArgs {
     /// Bytes the spool may hold; beyond it the oldest records are dropped and counted.
     #[arg(long, env = "PROXY_SPOOL_MAX_BYTES", default_value = "256MiB")]
     pub spool_max_bytes: String,
+    /// Keys file (TOML): the real provider keys, each bound to one host, swapped for the
+    /// sentinel sandboxes hold.
+    #[arg(long, env = "PROXY_KEYS", global = true)]
+    pub keys: Option<PathBuf>,
+    /// Address for plain-HTTP base-URL routes (`/anthropic/…`, `/openai/…`, `/gemini/…`);
+    /// off when not given.
+    #[arg(long, env = "PROXY_REVERSE_LISTEN")]
+    pub reverse_listen: Option<String>,
 }
 
 /// One field that failed validation, with the value it had.
@@ -180,6 +204,8 @@ pub struct Config {
     pub llm_hosts: HostList,
     /// `--llm-hosts` as given, for the start-up summary.
     pub llm_hosts_text: String,
+    /// `--ca-name-constraints`: the CA must be name-constrained to `llm_hosts`.
+    pub ca_name_constraints: bool,
     pub upstream_ca: Option<PathBuf>,
     /// `--resolve` and `--connect-to`.
     pub pins: Pins,
@@ -200,6 +226,11 @@ pub struct Config {
     pub limits: Limits,
     /// `--spool-dir`: records the endpoint does not take wait on disk.
     pub spool: Option<SpoolConfig>,
+    /// `--keys`; `None`: no keys are held, requests keep their credentials.
+    pub keys_path: Option<PathBuf>,
+    pub keys: Arc<KeySet>,
+    /// `--reverse-listen`: where the base-URL routes are served, if anywhere.
+    pub reverse_listen: Option<SocketAddr>,
 }
 
 /// Timeouts and connection caps (`--idle-timeout`, `--handshake-timeout`, `--body-timeout`,
@@ -251,9 +282,14 @@ impl Config {
         });
         let limits = parse_limits(e, args);
         let spool = parse_spool(e, args);
+        let reverse_listen = match args.reverse_listen.as_deref() {
+            None => Some(None),
+            Some(v) => collect(e, "--reverse-listen", v, parse_listen).map(Some),
+        };
         check_readable(e, "--upstream-ca", args.upstream_ca.as_deref());
         let providers = load_providers(e, &args.addons_config);
         let redactor = load_redactor(e, &args.addons_config);
+        let keys = load_keys(e, args.keys.as_deref());
         let (
             Some(listen),
             Some(llm_hosts),
@@ -267,6 +303,8 @@ impl Config {
             Some(policy),
             Some(limits),
             Some(spool),
+            Some(keys),
+            Some(reverse_listen),
         ) = (
             listen,
             llm_hosts,
@@ -280,10 +318,13 @@ impl Config {
             policy,
             limits,
             spool,
+            keys,
+            reverse_listen,
         )
         else {
             return Err(ConfigError(errors));
         };
+        check_keys(e, &keys, &policy, &llm_hosts, &providers);
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -292,6 +333,7 @@ impl Config {
             ca_dir: args.ca_dir.clone(),
             llm_hosts,
             llm_hosts_text: args.llm_hosts.clone(),
+            ca_name_constraints: args.ca_name_constraints,
             upstream_ca: args.upstream_ca.clone(),
             pins: Pins {
                 resolve,
@@ -310,6 +352,9 @@ impl Config {
             export_queue,
             limits,
             spool,
+            keys_path: args.keys.clone(),
+            keys: Arc::new(keys),
+            reverse_listen,
         })
     }
 }
@@ -541,6 +586,64 @@ fn parse_cidrs(errors: &mut Vec<FieldError>, entries: &[String]) -> Vec<IpNet> {
         }
     }
     nets
+}
+
+fn load_keys(errors: &mut Vec<FieldError>, path: Option<&Path>) -> Option<KeySet> {
+    let Some(path) = path else {
+        return Some(KeySet::default());
+    };
+    match KeySet::load(path) {
+        Ok(keys) => Some(keys),
+        Err(e) => {
+            errors.push(FieldError {
+                field: "--keys",
+                value: path.display().to_string(),
+                reason: e.to_string(),
+            });
+            None
+        }
+    }
+}
+
+/// What the keys file can only get wrong together with the other files: a client the policy
+/// does not know, a host llmtap never decrypts (its key could never be used).
+pub fn check_keys(
+    errors: &mut Vec<FieldError>,
+    keys: &KeySet,
+    policy: &PolicySet,
+    llm_hosts: &HostList,
+    providers: &ProviderMap,
+) {
+    let value = || {
+        keys.source
+            .as_ref()
+            .map_or_else(String::new, |p| p.display().to_string())
+    };
+    let known = |name: &str| policy.client_named(name).is_some();
+    for reason in keys.unknown_clients(&known) {
+        errors.push(FieldError {
+            field: "--keys",
+            value: value(),
+            reason,
+        });
+    }
+    for entry in keys.entries() {
+        let routed = providers
+            .routes
+            .routes()
+            .iter()
+            .any(|r| r.host == entry.host);
+        if !llm_hosts.matches(&entry.host) && !routed {
+            errors.push(FieldError {
+                field: "--keys",
+                value: value(),
+                reason: format!(
+                    "{}: {} is neither intercepted (--llm-hosts) nor a base-URL route, so its key could never be used",
+                    entry.label, entry.host
+                ),
+            });
+        }
+    }
 }
 
 fn load_policy(errors: &mut Vec<FieldError>, path: Option<&Path>) -> Option<PolicySet> {

@@ -1,11 +1,13 @@
 //! llmtap: a MITM forward proxy that records LLM API calls as OpenTelemetry log records.
 
 pub mod audit;
+pub mod base_routes;
 pub mod ca;
 pub mod capture;
 pub mod config;
 pub mod export;
 pub mod health;
+pub mod keys;
 pub mod policy;
 pub mod policy_check;
 pub mod providers;

@@ -54,23 +54,43 @@ fn ca_command(args: &llmtap::config::RunArgs, action: CaAction) -> anyhow::Resul
     let dir = &args.ca_dir;
     match action {
         CaAction::Print => {
-            let ca = llmtap::ca::CertAuthority::load_or_create(dir)?;
+            let new = new_ca(args, false)?;
+            let ca = llmtap::ca::CertAuthority::load_or_create_with(dir, &new)?;
             print!("{}", ca.cert_pem());
         }
-        CaAction::Rotate => {
-            let moved = llmtap::ca::rotate(dir)?;
+        CaAction::Rotate { name_constrained } => {
+            // Built before anything moves: bad --llm-hosts leave the current CA in place.
+            let new = new_ca(args, name_constrained)?;
+            let moved = llmtap::ca::rotate(dir, &new)?;
             for path in moved {
                 eprintln!("llmtap: moved {}", path.display());
             }
-            let ca = llmtap::ca::CertAuthority::load_or_create(dir)?;
+            let ca = llmtap::ca::CertAuthority::load_or_create_with(dir, &new)?;
             eprintln!(
                 "llmtap: new CA in {}; give clients the new ca.pem and restart them",
                 dir.display()
             );
+            if let Some(scope) = ca.name_scope() {
+                eprintln!("llmtap: its name constraints: {scope}");
+            }
             print!("{}", ca.cert_pem());
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How a CA made now is made: name-constrained to --llm-hosts when `name_constrained` or
+/// --ca-name-constraints.
+fn new_ca(
+    args: &llmtap::config::RunArgs,
+    name_constrained: bool,
+) -> anyhow::Result<llmtap::ca::NewCa> {
+    if !(name_constrained || args.ca_name_constraints) {
+        return Ok(llmtap::ca::NewCa::default());
+    }
+    let hosts = llmtap::route::HostList::parse(&args.llm_hosts)
+        .with_context(|| format!("--llm-hosts = {:?}", args.llm_hosts))?;
+    Ok(llmtap::ca::NewCa::name_constrained(&hosts)?)
 }
 
 async fn healthcheck(
@@ -171,11 +191,19 @@ fn describe(destination: &llmtap::export::Destination) -> String {
 fn announce(proxy: &llmtap::RunningProxy, destination: &str) {
     let config = &proxy.shared.config;
     let policy = proxy.shared.rules().policy.summary();
+    let name_constraints = proxy
+        .shared
+        .ca
+        .name_scope()
+        .map_or("none".to_string(), ToString::to_string);
     tracing::info!(
         listen = %proxy.local_addr,
         ca = %config.ca_dir.join("ca.pem").display(),
+        ca_name_constraints = %name_constraints,
         intercept = %config.llm_hosts_text,
         %policy,
+        keys = %proxy.shared.keys().summary(),
+        reverse_listen = %proxy.reverse_addr.map_or("off".to_string(), |a| a.to_string()),
         records = %destination,
         audit = ?config.audit,
         "llmtap listening"
@@ -208,14 +236,33 @@ impl Signals {
             tokio::select! {
                 _ = recv_or_never(self.term.as_mut()) => return,
                 _ = tokio::signal::ctrl_c() => return,
-                _ = recv_or_never(self.hup.as_mut()) => match proxy.reload_policy() {
-                    Ok(summary) => {
-                        tracing::info!(policy = %summary, "policy reloaded; new connections use it")
-                    }
-                    Err(e) => tracing::error!(error = %e, "policy reload failed"),
-                },
+                _ = recv_or_never(self.hup.as_mut()) => reload(proxy),
             }
         }
+    }
+}
+
+/// SIGHUP: the policy first (the keys are checked against it), then the keys; each keeps
+/// its last good version when its new one is bad.
+fn reload(proxy: &llmtap::RunningProxy) {
+    let config = &proxy.shared.config;
+    if config.policy_path.is_some() {
+        match proxy.reload_policy() {
+            Ok(summary) => {
+                tracing::info!(policy = %summary, "policy reloaded; new connections use it")
+            }
+            Err(e) => tracing::error!(error = %e, "policy reload failed"),
+        }
+    }
+    match proxy.reload_keys() {
+        Ok(Some(summary)) => {
+            tracing::info!(keys = %summary, "keys reloaded; new requests use them")
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "keys reload failed"),
+    }
+    if config.policy_path.is_none() && config.keys_path.is_none() {
+        tracing::info!("SIGHUP: no --policy or --keys file to reload");
     }
 }
 

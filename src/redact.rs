@@ -252,6 +252,11 @@ impl Redactor {
             .collect()
     }
 
+    /// Whether the text holds anything key-shaped (a real key where a sentinel belongs).
+    pub fn looks_secret(&self, text: &str) -> bool {
+        self.set.is_match(text)
+    }
+
     /// Text with every key-shaped string replaced; borrowed when nothing matched.
     pub fn redact_text<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let matched = self.set.matches(text);

@@ -99,6 +99,11 @@ impl HostList {
         let host = normalize_host(host);
         self.patterns.iter().any(|p| p.matches(&host))
     }
+
+    /// The patterns, in the order given.
+    pub fn patterns(&self) -> &[HostPattern] {
+        &self.patterns
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +111,9 @@ impl HostList {
 struct ProvidersFile {
     #[serde(default)]
     host: Vec<ProviderEntry>,
+    /// Base-URL routes for `--reverse-listen`, on top of the built-in ones.
+    #[serde(default)]
+    route: Vec<crate::base_routes::RouteEntry>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +127,8 @@ struct ProviderEntry {
 #[derive(Debug, Clone, Default)]
 pub struct ProviderMap {
     entries: Vec<(HostPattern, String)>,
+    /// `--reverse-listen` routes: built in, plus the file's `[[route]]`s.
+    pub routes: crate::base_routes::BaseRoutes,
 }
 
 /// The providers file shipped with llmtap, used when the config directory has none.
@@ -138,7 +148,9 @@ impl ProviderMap {
             }
             entries.push((HostPattern::parse(&entry.pattern)?, entry.provider));
         }
-        Ok(ProviderMap { entries })
+        let routes = crate::base_routes::BaseRoutes::with(&file.route)
+            .map_err(|e| RouteError::Toml(e.to_string()))?;
+        Ok(ProviderMap { entries, routes })
     }
 
     pub fn builtin() -> ProviderMap {

@@ -16,6 +16,11 @@ const GRAFANA_PROVIDERS: &str = "compose/grafana/provisioning/dashboards/dashboa
 const DASHBOARD: &str = "compose/grafana/provisioning/dashboards/llmtap.json";
 const BOOTSTRAP_IN_GATEWAY: &str = "/opt/llmtap/proxy-bootstrap.cjs";
 const POLICY_EXAMPLE: &str = "addons-config/policy.example.toml";
+/// What the gateway and the sandboxes hold instead of a provider key (issue 10): llmtap swaps it
+/// for the real key, which llmtap alone holds.
+const SENTINEL: &str = "llmtap-managed";
+/// Where the real keys live on the host (Docker secrets' files), git-ignored.
+const SECRETS_DIR: &str = "compose/secrets";
 /// The seed's two sandboxes (issue 8): each its own client, network and credentials.
 const SANDBOXES: [&str; 2] = ["browser-sandbox", "code-sandbox"];
 /// What the code sandbox may reach: the LLM APIs and the package registries, nothing else.
@@ -217,11 +222,14 @@ fn published_ports_are_loopback_only_and_llmtap_publishes_none() {
         }
     }
     let zeros = read(COMPOSE).matches("0.0.0.0").count();
-    let listen = env(service(&compose, "llmtap"), "PROXY_LISTEN").unwrap_or_default();
-    let allowed = usize::from(listen.starts_with("0.0.0.0:"));
+    let llmtap = service(&compose, "llmtap");
+    let allowed = ["PROXY_LISTEN", "PROXY_REVERSE_LISTEN"]
+        .into_iter()
+        .filter(|key| env(llmtap, key).is_some_and(|v| v.starts_with("0.0.0.0:")))
+        .count();
     assert_eq!(
         zeros, allowed,
-        "0.0.0.0 may appear only as llmtap's listen address inside its container"
+        "0.0.0.0 may appear only as llmtap's listen addresses inside its container"
     );
 }
 
@@ -688,37 +696,48 @@ fn sandboxes_trust_the_llmtap_ca() {
     }
 }
 
+/// (name, value) of every variable of an `environment:` (or `build.args`), map or list form.
+fn env_vars(v: &Value) -> Vec<(String, String)> {
+    match v {
+        Value::Mapping(map) => map
+            .iter()
+            .map(|(k, v)| (scalar(k).unwrap_or_default(), scalar(v).unwrap_or_default()))
+            .collect(),
+        Value::Sequence(seq) => seq
+            .iter()
+            .filter_map(scalar)
+            .map(|item| match item.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (item, String::new()),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Text shaped like a real provider key (Anthropic, OpenAI, Google).
+fn key_shaped() -> Regex {
+    Regex::new(r"sk-ant-|sk-proj-|\bsk-[A-Za-z0-9_-]{16,}|AIza[0-9A-Za-z_-]{16,}")
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[test]
 fn sandboxes_hold_no_api_keys() {
     let compose = compose();
-    let key_shaped = Regex::new(r"sk-ant-|sk-proj-|\bsk-[A-Za-z0-9_-]{16,}|AIza[0-9A-Za-z_-]{16,}")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let key_shaped = key_shaped();
     for name in SANDBOXES {
         let svc = service(&compose, name);
         assert!(
             svc["env_file"].is_null(),
             "{name}: no env_file (it could carry keys past this test)"
         );
-        let vars: Vec<(String, String)> = match &svc["environment"] {
-            Value::Mapping(map) => map
-                .iter()
-                .map(|(k, v)| (scalar(k).unwrap_or_default(), scalar(v).unwrap_or_default()))
-                .collect(),
-            Value::Sequence(seq) => seq
-                .iter()
-                .filter_map(scalar)
-                .map(|item| match item.split_once('=') {
-                    Some((k, v)) => (k.to_string(), v.to_string()),
-                    None => (item, String::new()),
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        for (key, value) in vars {
+        for (key, value) in env_vars(&svc["environment"]) {
             let upper = key.to_ascii_uppercase();
+            // The sentinel is no key: llmtap swaps it for the real one (issue 10).
             assert!(
-                !upper.contains("API_KEY") && !upper.ends_with("_SECRET"),
-                "{name}: {key} looks like an API key variable: sandboxes hold no keys"
+                (!upper.contains("API_KEY") && !upper.ends_with("_SECRET")) || value == SENTINEL,
+                "{name}: {key} looks like an API key variable and is not the sentinel \
+                 {SENTINEL:?}: sandboxes hold no keys"
             );
             assert!(
                 !key_shaped.is_match(&value),
@@ -734,11 +753,19 @@ fn sandboxes_hold_no_api_keys() {
 
 /// llmtap's `PROXY_POLICY`, as a path in the repository (through its read-only mount).
 fn mounted_policy(compose: &Value) -> PathBuf {
+    mounted_file(compose, "PROXY_POLICY")
+}
+
+/// The file llmtap's variable `var` names, as a path in the repository (through its read-only mount).
+fn mounted_file(compose: &Value, var: &str) -> PathBuf {
     let llmtap = service(compose, "llmtap");
-    let path = env_required(llmtap, "llmtap", "PROXY_POLICY");
+    let path = env_required(llmtap, "llmtap", var);
     let (src, dst, ro) = mount_holding(llmtap, &path)
-        .unwrap_or_else(|| panic!("llmtap: PROXY_POLICY {path} is not inside a mount"));
-    assert!(ro, "llmtap: the policy mount {src}:{dst} must be read-only");
+        .unwrap_or_else(|| panic!("llmtap: {var} {path} is not inside a mount"));
+    assert!(
+        ro,
+        "llmtap: the mount {src}:{dst} of {var} must be read-only"
+    );
     let rest = path
         .strip_prefix(dst.trim_end_matches('/'))
         .unwrap_or_default();
@@ -1085,6 +1112,593 @@ fn policy_files_load_through_the_llmtap_parser() {
                 names.iter().any(|n| n == sandbox),
                 "{}: llmtap loaded clients {names:?}, not {sandbox}",
                 path.display()
+            );
+        }
+    }
+}
+
+// ---------- provider keys: llmtap alone holds them (issue 10) ----------
+
+/// A variable name that would carry a provider key or another secret. `*_PROXY_TOKEN` (the
+/// password part of a client's HTTPS_PROXY) is a client's own credential for llmtap, not a key.
+fn key_named(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    if upper.ends_with("_PROXY_TOKEN") {
+        return false;
+    }
+    upper.contains("API_KEY")
+        || upper.contains("APIKEY")
+        || upper.ends_with("_KEY")
+        || upper == "TOKEN"
+        || upper.ends_with("_TOKEN")
+        || upper.contains("SECRET")
+}
+
+/// The variables `text` interpolates: `$NAME`, `${NAME}`, `${NAME:-default}`, ...
+fn interpolated(text: &str) -> Vec<String> {
+    static RE: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+        Regex::new(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)").unwrap_or_else(|e| panic!("{e}"))
+    });
+    RE.captures_iter(text).map(|c| c[1].to_string()).collect()
+}
+
+/// Every string scalar (keys and values) anywhere in `v`.
+fn all_strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Mapping(map) => {
+            for (k, v) in map {
+                out.extend(scalar(k));
+                all_strings(v, out);
+            }
+        }
+        Value::Sequence(seq) => seq.iter().for_each(|v| all_strings(v, out)),
+        Value::Tagged(t) => all_strings(&t.value, out),
+        other => out.extend(scalar(other)),
+    }
+}
+
+/// The `env_file` entries of a service: a path, a list of paths, or a list of `{path, required}`.
+fn env_files(svc: &Value) -> Vec<String> {
+    match &svc["env_file"] {
+        Value::Null => Vec::new(),
+        Value::Sequence(seq) => seq
+            .iter()
+            .filter_map(|e| match e {
+                Value::Mapping(_) => scalar(&e["path"]),
+                other => scalar(other),
+            })
+            .collect(),
+        other => scalar(other).into_iter().collect(),
+    }
+}
+
+/// (name, value) of each `NAME=value` line of an env file.
+fn env_file_vars(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let l = l.strip_prefix("export ").unwrap_or(l);
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
+            (k.trim().to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// (source, path in the container) of each secret a service lists; compose mounts a secret at
+/// /run/secrets/TARGET (TARGET defaults to the secret's name; an absolute target is the path).
+fn secrets_of(svc: &Value) -> Vec<(String, String)> {
+    let Some(seq) = svc["secrets"].as_sequence() else {
+        return Vec::new();
+    };
+    seq.iter()
+        .filter_map(|s| {
+            let (source, target) = match s {
+                Value::Mapping(_) => {
+                    let source = scalar(&s["source"])?;
+                    let target = scalar(&s["target"]).unwrap_or_else(|| source.clone());
+                    (source, target)
+                }
+                other => {
+                    let name = scalar(other)?;
+                    (name.clone(), name)
+                }
+            };
+            let path = if target.starts_with('/') {
+                target
+            } else {
+                format!("/run/secrets/{target}")
+            };
+            Some((source, path))
+        })
+        .collect()
+}
+
+/// The names of the top-level secrets whose file lies under compose/secrets/: the real keys.
+fn key_secrets(compose: &Value) -> BTreeSet<String> {
+    let Some(map) = compose["secrets"].as_mapping() else {
+        return BTreeSet::new();
+    };
+    map.iter()
+        .filter(|(_, def)| {
+            scalar(&def["file"]).is_some_and(|f| {
+                normalise(&repo().join("compose"), &f).starts_with(repo().join(SECRETS_DIR))
+            })
+        })
+        .filter_map(|(name, _)| scalar(name))
+        .collect()
+}
+
+fn assert_holds_no_real_key(name: &str, origin: &str, key: &str, value: &str, shaped: &Regex) {
+    if key_named(key) {
+        // Literally the sentinel: `${ANTHROPIC_API_KEY:-llmtap-managed}` would let a real key
+        // from the shell or compose/.env through, and an empty value passes the shell's on.
+        assert!(
+            value == SENTINEL,
+            "{name}: {origin} {key} looks like a provider key or secret and is not the sentinel \
+             {SENTINEL:?}: only llmtap holds real keys (compose/llmtap/keys.toml)"
+        );
+    }
+    assert!(
+        !shaped.is_match(value),
+        "{name}: {origin} {key} holds something shaped like a real API key"
+    );
+}
+
+#[test]
+fn no_service_but_llmtap_holds_a_real_key() {
+    let compose = compose();
+    let shaped = key_shaped();
+    let keys = key_secrets(&compose);
+    assert!(
+        !keys.is_empty(),
+        "{COMPOSE}: the real keys are top-level secrets with a file under {SECRETS_DIR}/"
+    );
+    let secrets_dir = repo().join(SECRETS_DIR);
+    let mut sentinel_holders = 0;
+    for (name, svc) in services(&compose) {
+        if name == "llmtap" {
+            continue;
+        }
+        // environment: and build args: a key variable holds the literal sentinel or nothing.
+        for (origin, vars) in [
+            ("environment", env_vars(&svc["environment"])),
+            ("build.args", env_vars(&svc["build"]["args"])),
+        ] {
+            for (key, value) in vars {
+                assert_holds_no_real_key(&name, origin, &key, &value, &shaped);
+                sentinel_holders += usize::from(key_named(&key));
+            }
+        }
+        // env_file: only a file of the repository can be checked; a user's file (compose/.env,
+        // git-ignored) could carry anything, so only llmtap may read one.
+        for file in env_files(svc) {
+            let path = normalise(&repo().join("compose"), &file);
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{name}: env_file {file} cannot be checked ({e}): it could carry a real key; \
+                     only llmtap may read an env file that is not in the repository"
+                )
+            });
+            for (key, value) in env_file_vars(&text) {
+                assert_holds_no_real_key(
+                    &name,
+                    &format!("env_file {file}:"),
+                    &key,
+                    &value,
+                    &shaped,
+                );
+            }
+        }
+        // Anywhere else (command, entrypoint, labels, ...): no interpolated key variable.
+        let mut texts = Vec::new();
+        all_strings(svc, &mut texts);
+        for text in &texts {
+            for var in interpolated(text) {
+                assert!(
+                    !key_named(&var),
+                    "{name}: interpolates ${{{var}}}, a key variable: it would hand the service the \
+                     real key from the shell or compose/.env ({text:?})"
+                );
+            }
+        }
+        // The key secrets are llmtap's alone, as secrets and as files.
+        for (source, _) in secrets_of(svc) {
+            assert!(
+                !keys.contains(&source),
+                "{name}: lists the key secret {source}: only llmtap may"
+            );
+        }
+        for s in strings(&svc["build"]["secrets"]).into_iter().chain(
+            svc["build"]["secrets"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| scalar(&s["source"])),
+        ) {
+            assert!(
+                !keys.contains(&s),
+                "{name}: build uses the key secret {s}: only llmtap may"
+            );
+        }
+        for (src, dst, _) in mounts(svc) {
+            if !(src.starts_with('.') || src.starts_with('/') || src.starts_with('~')) {
+                continue; // a named volume
+            }
+            let host = normalise(&repo().join("compose"), &src);
+            assert!(
+                !secrets_dir.starts_with(&host) && !host.starts_with(&secrets_dir),
+                "{name}: the mount {src}:{dst} exposes {SECRETS_DIR}/, where the real keys are"
+            );
+        }
+    }
+    assert!(
+        sentinel_holders > 0,
+        "no service holds the sentinel {SENTINEL:?}: the check above saw no key variable at all"
+    );
+    // Top-level configs are files mounted into services too: none may be a key file.
+    if let Some(configs) = compose["configs"].as_mapping() {
+        for (cname, def) in configs {
+            let file = scalar(&def["file"]).unwrap_or_default();
+            assert!(
+                file.is_empty()
+                    || !normalise(&repo().join("compose"), &file).starts_with(&secrets_dir),
+                "config {cname:?} is a file under {SECRETS_DIR}/"
+            );
+        }
+    }
+    // Nothing in the compose file is a key, llmtap's part included.
+    assert!(
+        !shaped.is_match(&read(COMPOSE)),
+        "{COMPOSE} holds something shaped like a real API key"
+    );
+}
+
+/// Does `host` fall under one of llmtap's PROXY_LLM_HOSTS (exact, or `*.suffix`)?
+fn intercepted(llm_hosts: &str, host: &str) -> bool {
+    llm_hosts
+        .split(',')
+        .map(str::trim)
+        .any(|p| match p.strip_prefix("*.") {
+            Some(suffix) => host.ends_with(&format!(".{suffix}")),
+            None => p == host,
+        })
+}
+
+#[test]
+fn llmtap_reads_every_key_from_a_secret_of_its_own() {
+    let compose = compose();
+    let llmtap = service(&compose, "llmtap");
+    let path = mounted_file(&compose, "PROXY_KEYS");
+    let label = path.display().to_string();
+    assert!(
+        path.is_file() && path.starts_with(repo().join("compose")),
+        "PROXY_KEYS is mounted from {label}, which is not a file of the repository under compose/"
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{label}: {e}"));
+    assert!(
+        !key_shaped().is_match(&text),
+        "{label} holds something shaped like a real key: it names where the keys are, never a key"
+    );
+    let table: toml::Table =
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{label} is not valid TOML: {e}"));
+    only_keys(&label, &table, &["key"]);
+    let entries = table
+        .get("key")
+        .and_then(toml::Value::as_array)
+        .unwrap_or_else(|| panic!("{label}: needs [[key]] entries"));
+    assert!(!entries.is_empty(), "{label}: no [[key]]");
+
+    let mounted = secrets_of(llmtap);
+    let llm_hosts = env_required(llmtap, "llmtap", "PROXY_LLM_HOSTS");
+    let policy = policy_doc(&mounted_policy(&compose));
+    let secrets_dir = repo().join(SECRETS_DIR);
+    // (host, client) pairs some [[key]] serves.
+    let mut served: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut hosts: BTreeSet<String> = BTreeSet::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let at = format!("{label}: key[{i}]");
+        let entry = entry
+            .as_table()
+            .unwrap_or_else(|| panic!("{at} is not a table"));
+        // No field for an inline key: a key is read from a file or the environment only.
+        only_keys(
+            &at,
+            entry,
+            &[
+                "host",
+                "from_env",
+                "from_file",
+                "sentinel",
+                "require_sentinel",
+                "clients",
+            ],
+        );
+        let text_of = |key: &str| {
+            entry.get(key).map(|v| {
+                v.as_str()
+                    .unwrap_or_else(|| panic!("{at}: {key} must be a string"))
+                    .to_string()
+            })
+        };
+        let host = text_of("host").unwrap_or_else(|| panic!("{at}: needs host"));
+        assert!(
+            !host.is_empty() && !host.contains(['*', '/', ':']),
+            "{at}: host {host:?} must be one exact host name"
+        );
+        assert!(
+            intercepted(&llm_hosts, &host),
+            "{at}: {host} is not in llmtap's PROXY_LLM_HOSTS: it would be tunnelled, never swapped"
+        );
+        hosts.insert(host.clone());
+        match (text_of("from_file"), text_of("from_env")) {
+            (Some(file), None) => {
+                let (source, _) = mounted
+                    .iter()
+                    .find(|(_, target)| *target == file)
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{at}: from_file {file} is not a secret mounted into llmtap \
+                             (/run/secrets/NAME, the llmtap service's `secrets:`)"
+                        )
+                    });
+                let def = &compose["secrets"][source.as_str()];
+                let src = scalar(&def["file"]).unwrap_or_else(|| {
+                    panic!("{COMPOSE}: secret {source} must be a file (top-level secrets.{source}.file)")
+                });
+                assert!(
+                    normalise(&repo().join("compose"), &src).starts_with(&secrets_dir),
+                    "{COMPOSE}: secret {source} ({src}) must be a file under {SECRETS_DIR}/ (git-ignored)"
+                );
+            }
+            (None, Some(var)) => match env(llmtap, &var) {
+                // Passed through from the shell or compose/.env, never written in compose.yaml.
+                Some(value) => assert!(
+                    value.starts_with("${") && compose_default(&value).is_none_or(|d| d.is_empty()),
+                    "{at}: from_env {var}: llmtap's environment must pass it through (${{{var}}}), \
+                     not set it"
+                ),
+                None => assert!(
+                    !env_files(llmtap).is_empty(),
+                    "{at}: from_env {var}: llmtap's environment does not pass it"
+                ),
+            },
+            _ => panic!(
+                "{at}: needs exactly one of from_file and from_env (a key is never written in the keys file)"
+            ),
+        }
+        assert_eq!(
+            entry.get("require_sentinel").and_then(toml::Value::as_bool),
+            Some(true),
+            "{at}: require_sentinel = true: any other credential sent to {host} is refused"
+        );
+        let sentinel = text_of("sentinel").unwrap_or_else(|| SENTINEL.to_string());
+        assert_eq!(
+            sentinel, SENTINEL,
+            "{at}: the stack's services hold {SENTINEL:?}"
+        );
+        // A key without `clients` serves every client, the unidentified "default" included.
+        let clients = toml_strings(&at, "clients", entry.get("clients"));
+        assert!(
+            !clients.is_empty(),
+            "{at}: must name its clients: only the services that hold the sentinel get the key"
+        );
+        for name in &clients {
+            client(&policy, &label, name);
+        }
+        served.extend(clients.into_iter().map(|c| (host.clone(), c)));
+    }
+    // Every secret llmtap lists is a key of this file: llmtap holds nothing it does not use.
+    for (source, target) in &mounted {
+        assert!(
+            entries
+                .iter()
+                .any(|e| e.get("from_file").and_then(toml::Value::as_str) == Some(target)),
+            "llmtap lists the secret {source} ({target}), which no [[key]] of {label} reads"
+        );
+    }
+    // Every service that holds a sentinel gets a key for it: the SDKs' variables name their
+    // provider's host; any other key variable needs some key for that client.
+    for (name, svc) in services(&compose) {
+        if name == "llmtap" {
+            continue;
+        }
+        for (var, value) in env_vars(&svc["environment"]) {
+            if !key_named(&var) || value != SENTINEL {
+                continue;
+            }
+            let user = assert_proxies_through_llmtap(&compose, &name).user;
+            let host = match var.as_str() {
+                "ANTHROPIC_API_KEY" | "ANTHROPIC_AUTH_TOKEN" => Some("api.anthropic.com"),
+                "OPENAI_API_KEY" => Some("api.openai.com"),
+                "GEMINI_API_KEY" | "GOOGLE_API_KEY" => Some("generativelanguage.googleapis.com"),
+                _ => None,
+            };
+            let ok = served
+                .iter()
+                .any(|(h, c)| *c == user && host.is_none_or(|want| h == want));
+            assert!(
+                ok,
+                "{name} holds the sentinel in {var}, but no [[key]] of {label} serves client \
+                 {user}{}",
+                host.map(|h| format!(" on {h}")).unwrap_or_default()
+            );
+        }
+    }
+    for host in ["api.anthropic.com", "api.openai.com"] {
+        assert!(hosts.contains(host), "{label}: needs a [[key]] for {host}");
+    }
+}
+
+#[test]
+fn reverse_routes_listen_inside_the_stack_on_a_port_of_their_own() {
+    let compose = compose();
+    let llmtap = service(&compose, "llmtap");
+    let reverse = env_required(llmtap, "llmtap", "PROXY_REVERSE_LISTEN");
+    let port = reverse.rsplit(':').next().unwrap_or_default().to_string();
+    assert!(
+        port.parse::<u16>().is_ok(),
+        "PROXY_REVERSE_LISTEN {reverse:?} names no port"
+    );
+    assert_ne!(
+        port,
+        listen_port(&compose),
+        "the base-URL routes need a port of their own"
+    );
+    // There a client sends no proxy credentials and is identified by its source address alone:
+    // a service that uses the routes needs a fixed address inside some policy client's sources.
+    let policy = policy_doc(&mounted_policy(&compose));
+    let base = format!("http://llmtap:{port}/");
+    for (name, svc) in services(&compose) {
+        let uses = env_vars(&svc["environment"])
+            .into_iter()
+            .find(|(_, v)| v.starts_with(&base));
+        let Some((var, url)) = uses else {
+            continue;
+        };
+        let addresses: Vec<std::net::IpAddr> = match &svc["networks"] {
+            Value::Mapping(map) => map
+                .values()
+                .filter_map(|n| scalar(&n["ipv4_address"]).or_else(|| scalar(&n["ipv6_address"])))
+                .filter_map(|a| a.parse().ok())
+                .collect(),
+            _ => Vec::new(),
+        };
+        assert!(
+            addresses.iter().any(|ip| policy.clients.iter().any(|c| c
+                .sources
+                .iter()
+                .any(|s| s.parse::<ipnet::IpNet>().is_ok_and(|n| n.contains(ip))))),
+            "{name}: {var}={url} reaches llmtap's base-URL routes, where it is known by its source \
+             address only: give it a fixed ipv4_address that a policy client's sources hold"
+        );
+    }
+}
+
+/// Whether `gitignore` (the repository's root .gitignore) ignores `rel`, a path from the root, the
+/// way git decides it: the last matching pattern wins, `!` re-includes, a pattern with a slash
+/// before its end is anchored at the root, and nothing under an ignored directory comes back.
+fn gitignore_ignores(gitignore: &str, rel: &str) -> bool {
+    let rules: Vec<(bool, bool, Regex)> = gitignore
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|line| {
+            let (negate, pat) = match line.strip_prefix('!') {
+                Some(p) => (true, p),
+                None => (false, line),
+            };
+            let (dir_only, pat) = match pat.strip_suffix('/') {
+                Some(p) => (true, p),
+                None => (false, pat),
+            };
+            let mut re = String::from(if pat.contains('/') { "^" } else { "^(?:.*/)?" });
+            let mut chars = pat.trim_start_matches('/').chars().peekable();
+            while let Some(c) = chars.next() {
+                match c {
+                    '*' if chars.peek() == Some(&'*') => {
+                        chars.next();
+                        if chars.next_if_eq(&'/').is_some() {
+                            re.push_str("(?:.*/)?");
+                        } else {
+                            re.push_str(".*");
+                        }
+                    }
+                    '*' => re.push_str("[^/]*"),
+                    '?' => re.push_str("[^/]"),
+                    c => re.push_str(&regex::escape(&c.to_string())),
+                }
+            }
+            re.push('$');
+            let re = Regex::new(&re).unwrap_or_else(|e| panic!(".gitignore {line:?}: {e}"));
+            (negate, dir_only, re)
+        })
+        .collect();
+    let parts: Vec<&str> = rel.split('/').collect();
+    (1..=parts.len()).any(|depth| {
+        let prefix = parts[..depth].join("/");
+        let is_dir = depth < parts.len();
+        rules
+            .iter()
+            .rev()
+            .find(|(_, dir_only, re)| (is_dir || !dir_only) && re.is_match(&prefix))
+            .is_some_and(|(negate, _, _)| !negate)
+    })
+}
+
+fn git(args: &[&str]) -> Option<std::process::Output> {
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo())
+        .args(args)
+        .output()
+        .ok()
+        .filter(|_| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(repo())
+                .args(["rev-parse", "--is-inside-work-tree"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+#[test]
+fn key_secret_files_are_git_ignored() {
+    let compose = compose();
+    let gitignore = read(".gitignore");
+    // The matcher itself, on what the repository already ignores and keeps.
+    assert!(gitignore_ignores(&gitignore, "certs/ca-key.pem"));
+    assert!(!gitignore_ignores(&gitignore, "certs/README.md"));
+    assert!(!gitignore_ignores(&gitignore, "compose/compose.yaml"));
+
+    let keys = key_secrets(&compose);
+    assert!(
+        !keys.is_empty(),
+        "{COMPOSE}: no secret has a file under {SECRETS_DIR}/"
+    );
+    let mut files: Vec<String> = compose["secrets"]
+        .as_mapping()
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, def)| scalar(&def["file"]))
+        .map(|f| {
+            let path = normalise(&repo().join("compose"), &f);
+            path.strip_prefix(repo())
+                .unwrap_or_else(|_| panic!("secret file {f} lies outside the repository"))
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    // compose/.env: where the README puts the proxy tokens (and where a user may put keys).
+    files.push("compose/.env".to_string());
+    for rel in &files {
+        assert!(
+            gitignore_ignores(&gitignore, rel),
+            ".gitignore must ignore {rel}: it holds secrets"
+        );
+    }
+    let readme = format!("{SECRETS_DIR}/README.md");
+    assert!(
+        repo().join(&readme).is_file() && !gitignore_ignores(&gitignore, &readme),
+        "{readme} says what to put in {SECRETS_DIR}/ and stays tracked"
+    );
+
+    // git agrees, and has none of them tracked (a force-added file is not ignored).
+    if let Some(out) = git(&["ls-files", "--", SECRETS_DIR]) {
+        let tracked = String::from_utf8_lossy(&out.stdout).into_owned();
+        for file in tracked.lines() {
+            assert_eq!(
+                file, readme,
+                "git tracks {file}: a secret must never be committed"
+            );
+        }
+        for rel in &files {
+            let out = git(&["check-ignore", "--quiet", "--", rel]).expect("git ran before");
+            assert!(
+                out.status.success(),
+                "git check-ignore says {rel} is not ignored (or is tracked)"
             );
         }
     }

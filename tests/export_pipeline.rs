@@ -84,6 +84,7 @@ fn exchange(id: u64) -> Exchange {
         client_profile: None,
         provider: Some("anthropic".into()),
         shape: llmtap::providers::ApiShape::AnthropicMessages,
+        key: Default::default(),
     }
 }
 

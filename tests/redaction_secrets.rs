@@ -300,6 +300,7 @@ fn exchange(id: u64) -> Exchange {
         client_profile: None,
         provider: Some("anthropic".into()),
         shape: ApiShape::AnthropicMessages,
+        key: Default::default(),
     };
     match id % 3 {
         // JSON in, JSON out.

@@ -92,6 +92,7 @@ fn exchange(id: u64, response_bytes: usize) -> Exchange {
         client_profile: None,
         provider: Some("anthropic".into()),
         shape: llmtap::providers::ApiShape::AnthropicMessages,
+        key: Default::default(),
     }
 }
 

@@ -3,7 +3,8 @@
 // once with fetch() (streamed) and once with node:https, and prints what came back. It knows
 // nothing about llmtap: HTTPS_PROXY, NODE_EXTRA_CA_CERTS and `--require proxy-bootstrap.cjs` do it all.
 //
-// Env: ANTHROPIC_API_KEY (optional: without it the calls get a 401, which llmtap records too),
+// Env: ANTHROPIC_API_KEY (in compose the sentinel "llmtap-managed": llmtap swaps it for the real key,
+//      which only llmtap holds; without any key the calls get a 401, which llmtap records too),
 //      GATEWAY_MODEL (default claude-haiku-4-5), GATEWAY_INTERVAL_SECONDS (0 = call once, then idle).
 
 const https = require('node:https');
@@ -63,6 +64,7 @@ async function round() {
 
 async function main() {
   if (!apiKey) console.log('ANTHROPIC_API_KEY is not set: the calls will be answered 401, and still show up in Grafana.');
+  else if (apiKey === 'llmtap-managed') console.log('ANTHROPIC_API_KEY is the sentinel llmtap-managed: llmtap puts the real key in its place.');
   await round();
   if (intervalSeconds > 0) {
     setInterval(round, intervalSeconds * 1000);

@@ -45,15 +45,23 @@ test('proxy variables: lower case wins, HTTPS falls back to HTTP, a bare host:po
   assert.equal(both.httpProxy, '');
 });
 
-test('an unsupported proxy scheme stops the process at start-up instead of going direct', () => {
-  const run = spawnSync(process.execPath, ['--require', BOOTSTRAP, '-e', 'console.log("started")'], {
-    env: { PATH: process.env.PATH, HTTPS_PROXY: 'socks5://127.0.0.1:1080' },
-    encoding: 'utf8',
-    timeout: 20_000,
-  });
-  assert.notEqual(run.status, 0);
-  assert.doesNotMatch(run.stdout, /started/);
-  assert.match(run.stderr, /proxy scheme socks5: is not supported/);
+test('a proxy variable it cannot use warns once (without credentials) and the agent still starts', () => {
+  for (const [value, expected] of [
+    ['socks5://127.0.0.1:1080', /proxy scheme socks5: is not supported/],
+    ['http://agent:s3cret-token@[bad-host:8080', /proxy URL "http:\/\/\*\*\*@\[bad-host:8080" is not a valid URL/],
+  ]) {
+    const run = spawnSync(process.execPath, ['--require', BOOTSTRAP, '-e', 'console.log(JSON.stringify(process[Symbol.for("llmtap.proxyBootstrap")]))'], {
+      env: { PATH: process.env.PATH, HTTPS_PROXY: value },
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    assert.equal(run.status, 0, run.stderr);
+    const warnings = run.stderr.split('\n').filter((l) => l.startsWith('llmtap proxy-bootstrap: '));
+    assert.equal(warnings.length, 1, run.stderr);
+    assert.match(warnings[0], expected);
+    assert.doesNotMatch(run.stderr, /s3cret-token/);
+    assert.deepEqual(JSON.parse(run.stdout).installed, false);
+  }
 });
 
 test('without proxy variables the bootstrap is a no-op and requests go direct', { timeout: 60_000 }, async () => {

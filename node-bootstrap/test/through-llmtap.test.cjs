@@ -104,6 +104,17 @@ describe('proxy-bootstrap through llmtap', { timeout: 180_000 }, () => {
     await waitForRecord(llmtap, probe);
   });
 
+  test('fetch() to a plain http:// origin goes to llmtap in absolute form and is recorded', async () => {
+    const probe = marker('fetch-http');
+    const url = `http://${LLM_HOST}:${plainMock.port}/v1/messages?probe=${probe}`;
+    const run = await runClient({ mode: 'fetch', url, env: proxiedEnv() });
+    assert.equal(run.result && run.result.ok, true, `client failed: ${run.stdout}\n${run.stderr}`);
+    assert.equal(run.result.status, 200);
+    assert.equal(run.result.body.id, 'msg_plain');
+    assert.ok(plainMock.seen.some((u) => u.includes(probe)), 'the plain mock saw the request');
+    await waitForRecord(llmtap, probe);
+  });
+
   for (const [mode, scheme] of [['fetch', 'https'], ['https', 'https'], ['ws', 'wss']]) {
     test(`NO_PROXY hosts bypass llmtap (${mode})`, async () => {
       const probe = marker(`direct-${mode}`);

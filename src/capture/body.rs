@@ -654,6 +654,7 @@ mod tests {
             client_profile: None,
             provider: None,
             shape: crate::providers::ApiShape::Unknown,
+            key: Default::default(),
         }
     }
 

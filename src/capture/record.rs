@@ -20,6 +20,13 @@ pub enum Outcome {
     },
     /// Still running when the shutdown grace period ran out: cut, and recorded before exit.
     Shutdown,
+    /// Answered by llmtap itself before anything went upstream (a key refusal, a limit).
+    Refused {
+        /// `foreign_key`, `key_not_granted`, `key_cleartext`, ...: `error.type`.
+        kind: &'static str,
+        /// Why, for `llmtap.error.message`; never holds a secret.
+        message: String,
+    },
     /// The upstream could not be reached, failed TLS, or broke mid-body.
     UpstreamError {
         /// Short machine-readable class (`connect`, `tls`, `timeout`, `body`, ...), used as `error.type`.
@@ -38,6 +45,7 @@ impl Outcome {
             Outcome::ClientAborted => "client_aborted",
             Outcome::Timeout { .. } => "timeout",
             Outcome::Shutdown => "shutdown",
+            Outcome::Refused { .. } => "refused",
             Outcome::UpstreamError { .. } => "upstream_error",
         }
     }
@@ -100,4 +108,6 @@ pub struct Exchange {
     pub provider: Option<String>,
     /// The API shape the proxy saw in the request path, set once by the proxy.
     pub shape: ApiShape,
+    /// Whether a real key was injected, and whether a foreign one was seen.
+    pub key: crate::keys::KeyUse,
 }

@@ -72,11 +72,16 @@ pub const LLMTAP_REQUEST_BODY_PARSE_STOPPED: &str = "llmtap.request.body.parse_s
 pub const LLMTAP_CLIENT_NAME: &str = "llmtap.client.name";
 /// That client's policy profile.
 pub const LLMTAP_CLIENT_PROFILE: &str = "llmtap.client.profile";
+/// `true` when llmtap swapped the request's sentinel for the real key (absent otherwise).
+pub const LLMTAP_KEY_INJECTED: &str = "llmtap.key.injected";
+/// `true` when the request carried what looks like a real provider key where a sentinel
+/// belongs (absent otherwise); such records are WARN.
+pub const LLMTAP_KEY_FOREIGN: &str = "llmtap.key.foreign";
 /// `allow`, `deny` or `would_deny` (report mode); present on every egress record.
 pub const LLMTAP_EGRESS_DECISION: &str = "llmtap.egress.decision";
 /// The rule that allowed the connection, or why it was (or would be) refused.
 pub const LLMTAP_EGRESS_REASON: &str = "llmtap.egress.reason";
-/// `tunnel`, `intercept` or `http`.
+/// `tunnel`, `intercept`, `http` or `reverse` (a base-URL route).
 pub const LLMTAP_EGRESS_ROUTE: &str = "llmtap.egress.route";
 /// Bytes the client sent through the connection.
 pub const LLMTAP_EGRESS_BYTES_SENT: &str = "llmtap.egress.bytes_sent";
@@ -127,6 +132,8 @@ pub const ALL: &[&str] = &[
     LLMTAP_REQUEST_BODY_PARSE_STOPPED,
     LLMTAP_CLIENT_NAME,
     LLMTAP_CLIENT_PROFILE,
+    LLMTAP_KEY_INJECTED,
+    LLMTAP_KEY_FOREIGN,
     LLMTAP_EGRESS_DECISION,
     LLMTAP_EGRESS_REASON,
     LLMTAP_EGRESS_ROUTE,

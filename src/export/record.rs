@@ -90,6 +90,15 @@ impl Severity {
         }
     }
 
+    /// As [`Severity::for_exchange`], and at least WARN when a foreign key was seen.
+    pub fn for_record(exchange: &Exchange) -> Severity {
+        let severity = Severity::for_exchange(exchange.status, &exchange.outcome);
+        if exchange.key.foreign && severity == Severity::Info {
+            return Severity::Warn;
+        }
+        severity
+    }
+
     /// OTLP `SeverityNumber` (INFO = 9, WARN = 13, ERROR = 17).
     pub fn number(self) -> i32 {
         match self {
@@ -185,7 +194,7 @@ pub fn build_record(exchange: &Exchange, ctx: &RecordContext<'_>) -> LogRecordDa
         event_name: key::EVENT_INFERENCE_DETAILS,
         timestamp: exchange.started_at,
         observed_timestamp: SystemTime::now(),
-        severity: Severity::for_exchange(exchange.status, &exchange.outcome),
+        severity: Severity::for_record(exchange),
         body: fitted.body,
         attributes: attrs.0,
     }
@@ -249,7 +258,9 @@ fn http_attributes(attrs: &mut Attrs, exchange: &Exchange, redactor: &Redactor) 
     let facts = exchange.response_facts.as_ref();
     attrs.short(key::ERROR_TYPE, error_type(exchange, facts).as_deref());
     let message = match &exchange.outcome {
-        Outcome::UpstreamError { message, .. } => Some(message.as_str()),
+        Outcome::UpstreamError { message, .. } | Outcome::Refused { message, .. } => {
+            Some(message.as_str())
+        }
         _ => facts.and_then(|f| f.error_message.as_deref()),
     };
     let message = message.map(|m| redactor.redact_text(m));
@@ -321,6 +332,12 @@ fn llmtap_attributes(attrs: &mut Attrs, exchange: &Exchange, redactor: &Redactor
         key::LLMTAP_CLIENT_PROFILE,
         exchange.client_profile.as_deref(),
     );
+    if exchange.key.injected {
+        attrs.push(key::LLMTAP_KEY_INJECTED, AttrValue::Bool(true));
+    }
+    if exchange.key.foreign {
+        attrs.push(key::LLMTAP_KEY_FOREIGN, AttrValue::Bool(true));
+    }
     attrs.str(
         key::LLMTAP_OUTCOME,
         Some(exchange.outcome.as_str()),
@@ -350,6 +367,7 @@ fn llmtap_attributes(attrs: &mut Attrs, exchange: &Exchange, redactor: &Redactor
 fn error_type(exchange: &Exchange, facts: Option<&ResponseFacts>) -> Option<String> {
     match &exchange.outcome {
         Outcome::UpstreamError { kind, .. } => return Some(kind.clone()),
+        Outcome::Refused { kind, .. } => return Some((*kind).to_string()),
         Outcome::Timeout { side } => return Some(format!("{side}_timeout")),
         Outcome::Shutdown => return Some("shutdown".to_string()),
         _ => {}

@@ -73,6 +73,7 @@ fn anthropic_exchange() -> Exchange {
         client_profile: None,
         provider: Some("anthropic".into()),
         shape: ApiShape::AnthropicMessages,
+        key: Default::default(),
     }
 }
 

@@ -31,7 +31,8 @@ pub async fn decide(
     resolver: &dyn Resolver,
 ) -> Decision {
     let target = Target::new(&target.host, target.port);
-    let intercept = rules.llm_hosts.matches(&target.host);
+    // A base-URL route's upstream is an LLM API by construction: always captured.
+    let intercept = via == Via::Reverse || rules.llm_hosts.matches(&target.host);
     let route = route_for(intercept, via);
     let deny = |kind: DenyKind, reason: String| {
         Decision::Deny(Denial {
@@ -76,6 +77,7 @@ pub fn route_for(intercept: bool, via: Via) -> Route {
         (Via::Connect, true) => Route::Intercept,
         (Via::Connect, false) => Route::Tunnel,
         (Via::Http, _) => Route::Http,
+        (Via::Reverse, _) => Route::Reverse,
     }
 }
 
@@ -593,6 +595,7 @@ allow = []
     fn expected_route(rules: &EgressRules, host: &str, via: Via) -> Route {
         match via {
             Via::Http => Route::Http,
+            Via::Reverse => Route::Reverse,
             Via::Connect if rules.llm_hosts.matches(host) => Route::Intercept,
             Via::Connect => Route::Tunnel,
         }

@@ -51,6 +51,8 @@ impl Target {
 pub enum Via {
     Connect,
     Http,
+    /// A base-URL route on `--reverse-listen`: always captured, sent over TLS.
+    Reverse,
 }
 
 /// How an allowed connection leaves llmtap; `llmtap.egress.route`.
@@ -62,6 +64,8 @@ pub enum Route {
     Intercept,
     /// Absolute-form plain HTTP (and `Upgrade:` requests).
     Http,
+    /// A base-URL route (`--reverse-listen`): plain HTTP in, verified TLS out, recorded.
+    Reverse,
 }
 
 impl Route {
@@ -70,6 +74,7 @@ impl Route {
             Route::Tunnel => "tunnel",
             Route::Intercept => "intercept",
             Route::Http => "http",
+            Route::Reverse => "reverse",
         }
     }
 }

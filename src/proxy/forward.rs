@@ -2,6 +2,7 @@
 //! hosts, passed through for plain HTTP to other hosts; upgrades spliced.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -18,6 +19,7 @@ use crate::capture::timeout::{IdleBody, is_body_timeout};
 use crate::capture::{
     CaptureBuf, Exchange, ExchangeInProgress, Outcome, RequestTap, ResponseTap, TapBody,
 };
+use crate::keys::{self, KeyRefusal, KeyUse, Transport};
 use crate::policy::Grant;
 use crate::providers::{ApiShape, RequestParser, ResponseParser};
 use crate::route::ProviderMap;
@@ -43,11 +45,11 @@ pub async fn plain(
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let uri = match upstream_uri("http", &call, &parts.uri) {
+    parts.uri = match upstream_uri("http", &call, &parts.uri) {
         Ok(uri) => uri,
         Err(res) => return *res,
     };
-    prepare_upstream(&mut parts, uri, upgrade);
+    prepare_upstream(&mut parts, upgrade);
     let stall = call.shared.config.limits.body_timeout;
     let body = CountedBody::new(
         IdleBody::new(body, stall),
@@ -116,6 +118,31 @@ pub async fn plain_captured(
     captured(call, req, "http").await
 }
 
+/// A base-URL route: the path after the route's prefix (and the query) goes to the route's
+/// upstream, captured like an intercepted request, audited per request.
+pub async fn reverse(
+    shared: Arc<Shared>,
+    grant: Grant,
+    provider: Option<Arc<str>>,
+    client_addr: SocketAddr,
+    mut req: Request<Incoming>,
+    upstream_path: String,
+) -> Response<ProxyBody> {
+    let pq = match req.uri().query() {
+        Some(query) => format!("{upstream_path}?{query}"),
+        None => upstream_path,
+    };
+    match pq.parse::<Uri>() {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(e) => {
+            let why = format!("bad request path: {e}");
+            return respond::error(StatusCode::BAD_REQUEST, "bad_request", &why);
+        }
+    }
+    let call = Arc::new(per_request_call(shared, grant, provider, client_addr));
+    captured(call, req, "https").await
+}
+
 fn per_request_call(
     shared: Arc<Shared>,
     grant: Grant,
@@ -146,11 +173,31 @@ pub async fn captured(
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let uri = match upstream_uri(scheme, &call, &parts.uri) {
+    parts.uri = match upstream_uri(scheme, &call, &parts.uri) {
         Ok(uri) => uri,
         Err(res) => return *res,
     };
-    let record = request_record(&call, &parts, &uri);
+    // The record is taken before the swap: it holds the sentinel, never the real key.
+    let mut record = request_record(&call, &parts);
+    // What the parser sees is the request as the client sent it, sentinel and all.
+    let uri = parts.uri.clone();
+    let transport = if scheme == "https" {
+        Transport::Tls
+    } else {
+        Transport::Cleartext
+    };
+    let keys = call.shared.keys();
+    let redactor = &call.shared.config.redactor;
+    let looks_real = |value: &str| redactor.looks_secret(value);
+    let host = &call.grant.target.host;
+    let client = &call.grant.client.name;
+    match keys::apply(&keys, host, client, transport, &mut parts, &looks_real) {
+        Ok(used) => {
+            call.shared.key_counts.count(&used);
+            record.key = used;
+        }
+        Err(refusal) => return refuse_key(&call, record, refusal),
+    }
     let shape = record.shape;
     let tap = Arc::new(Mutex::new(RequestTap {
         capture: CaptureBuf::new(
@@ -173,7 +220,7 @@ pub async fn captured(
         Arc::clone(&call.shared.sink),
         Arc::clone(&call.shared.in_flight),
     );
-    prepare_upstream(&mut parts, uri, upgrade);
+    prepare_upstream(&mut parts, upgrade);
     let stall = call.shared.config.limits.body_timeout;
     let body = CountedBody::new(
         TapBody::request(IdleBody::new(body, stall), tap),
@@ -278,8 +325,39 @@ fn upstream_uri(scheme: &str, call: &Call, uri: &Uri) -> Result<Uri, Box<Respons
         })
 }
 
+/// Answers `403` for a request the keys say must not leave, and records it like a call.
+fn refuse_key(call: &Call, mut record: Exchange, refusal: KeyRefusal) -> Response<ProxyBody> {
+    let kind = refusal.kind.as_str();
+    let counts = &call.shared.key_counts;
+    counts.refused.fetch_add(1, Ordering::Relaxed);
+    record.key.foreign = refusal.foreign;
+    counts.count(&record.key);
+    tracing::warn!(client = %call.grant.client.name, host = %call.grant.target.host, kind, reason = %refusal.reason, "request refused by the keys");
+    call.audit.failed(kind, &refusal.reason);
+    let res = respond::error(StatusCode::FORBIDDEN, kind, &refusal.reason);
+    let tap = Arc::new(Mutex::new(RequestTap {
+        capture: CaptureBuf::new(0, Arc::clone(&call.shared.budget)),
+        parser: None,
+        client_error: false,
+    }));
+    let mut exchange = ExchangeInProgress::start(
+        record,
+        tap,
+        None,
+        Arc::clone(&call.shared.sink),
+        Arc::clone(&call.shared.in_flight),
+    );
+    exchange.set_response_head(res.status().as_u16(), header_pairs(res.headers()));
+    let outcome = Outcome::Refused {
+        kind,
+        message: refusal.reason,
+    };
+    exchange.finish(outcome, Default::default(), None);
+    res
+}
+
 /// Hop-by-hop headers never go upstream; neither do the proxy credentials.
-fn prepare_upstream(parts: &mut http::request::Parts, uri: Uri, upgrade: bool) {
+fn prepare_upstream(parts: &mut http::request::Parts, upgrade: bool) {
     let listed: Vec<HeaderName> = parts
         .headers
         .get_all(http::header::CONNECTION)
@@ -311,7 +389,6 @@ fn prepare_upstream(parts: &mut http::request::Parts, uri: Uri, upgrade: bool) {
             headers.remove(name);
         }
     }
-    parts.uri = uri;
     // The pooled upstream connection speaks what ALPN chose; hyper wants HTTP/1.1 here.
     parts.version = http::Version::HTTP_11;
 }
@@ -329,7 +406,8 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
 }
 
 /// The request side of the exchange record, with what the decision says about it.
-fn request_record(call: &Call, parts: &http::request::Parts, uri: &Uri) -> Exchange {
+fn request_record(call: &Call, parts: &http::request::Parts) -> Exchange {
+    let uri = &parts.uri;
     let target = &call.grant.target;
     let shape = ApiShape::from_path(uri.path());
     let provider = call
@@ -365,6 +443,7 @@ fn request_record(call: &Call, parts: &http::request::Parts, uri: &Uri) -> Excha
         client_profile: Some(call.grant.client.profile.to_string()),
         provider,
         shape,
+        key: KeyUse::default(),
     }
 }
 

@@ -62,7 +62,13 @@ async fn decide(
             reason: failure.reason,
         }),
     };
-    let counter = match &decision {
+    count_decision(shared, &decision);
+    decision
+}
+
+/// Counts a decision for `/healthz` by its verdict.
+pub(super) fn count_decision(shared: &Shared, decision: &Decision) {
+    let counter = match decision {
         Decision::Local => None,
         Decision::Deny(_) => Some(&shared.decisions.deny),
         Decision::Tunnel(g) | Decision::Intercept { grant: g, .. } => match g.verdict {
@@ -73,7 +79,6 @@ async fn decide(
     if let Some(counter) = counter {
         counter.fetch_add(1, Ordering::Relaxed);
     }
-    decision
 }
 
 async fn dispatch(

@@ -8,6 +8,7 @@ pub mod forward;
 pub mod handler;
 pub mod intercept;
 pub mod respond;
+pub mod reverse;
 pub mod server;
 pub mod tunnel;
 pub mod upstream;
@@ -27,7 +28,8 @@ use tokio::task::JoinHandle;
 
 use crate::ca::{CaError, CertAuthority};
 use crate::capture::{CaptureBudget, ExchangeSink, InFlight};
-use crate::config::Config;
+use crate::config::{Config, FieldError};
+use crate::keys::{KeyCounts, KeySet, KeysError};
 use crate::policy::{EgressRules, PolicyFileError, PolicySet};
 use tunnel::TunnelStats;
 use upstream::{TlsSetupError, UpstreamPool};
@@ -98,7 +100,10 @@ pub struct Shared {
     pub pool: UpstreamPool,
     pub decisions: DecisionCounts,
     pub connections: ConnStats,
+    pub key_counts: KeyCounts,
     rules: RwLock<LoadedRules>,
+    /// The keys in force; replaced whole on reload (a request keeps the set it started with).
+    keys: RwLock<Arc<KeySet>>,
     /// True once shutdown began: connections finish their current requests and close.
     pub shutdown: watch::Receiver<bool>,
     /// True once the shutdown grace ran out: what still runs is cut (and recorded as such).
@@ -112,6 +117,22 @@ impl Shared {
         match self.rules.read() {
             Ok(r) => Arc::clone(&r.rules),
             Err(poisoned) => Arc::clone(&poisoned.into_inner().rules),
+        }
+    }
+
+    /// The keys for a new request.
+    pub fn keys(&self) -> Arc<KeySet> {
+        match self.keys.read() {
+            Ok(k) => Arc::clone(&k),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn replace_keys(&self, keys: KeySet) {
+        let keys = Arc::new(keys);
+        match self.keys.write() {
+            Ok(mut k) => *k = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
         }
     }
 
@@ -190,6 +211,7 @@ impl Shared {
                 "budget_bytes": CAPTURE_BUDGET,
                 "budget_denials": self.budget.denied(),
             },
+            "keys": self.key_counts.snapshot(),
             "leaf_certificates_cached": self.ca.cached_leaves(),
             "export": self.sink.stats(),
         })
@@ -199,6 +221,8 @@ impl Shared {
 /// A started proxy: its address, and the handle to stop it.
 pub struct RunningProxy {
     pub local_addr: SocketAddr,
+    /// Where the base-URL routes are served (`--reverse-listen`), if anywhere.
+    pub reverse_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     cut: watch::Sender<bool>,
@@ -219,6 +243,10 @@ pub enum ReloadError {
     NoPolicyFile,
     #[error("{0}; the previous policy stays in force")]
     Invalid(#[from] PolicyFileError),
+    #[error("{0}; the previous keys stay in force")]
+    Keys(#[from] KeysError),
+    #[error("{}; the previous keys stay in force", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    KeysMismatch(Vec<FieldError>),
 }
 
 impl RunningProxy {
@@ -234,6 +262,30 @@ impl RunningProxy {
         let summary = policy.summary();
         self.shared.replace_policy(policy);
         Ok(summary)
+    }
+
+    /// Re-reads `--keys` and every key source it names: good keys apply to new requests; a
+    /// bad file (or a source that is gone) changes nothing. `Ok(None)`: no `--keys`.
+    pub fn reload_keys(&self) -> Result<Option<String>, ReloadError> {
+        let Some(path) = self.shared.config.keys_path.as_ref() else {
+            return Ok(None);
+        };
+        let keys = KeySet::load(path)?;
+        let rules = self.shared.rules();
+        let mut problems = Vec::new();
+        crate::config::check_keys(
+            &mut problems,
+            &keys,
+            &rules.policy,
+            &rules.llm_hosts,
+            &rules.providers,
+        );
+        if !problems.is_empty() {
+            return Err(ReloadError::KeysMismatch(problems));
+        }
+        let summary = keys.summary();
+        self.shared.replace_keys(keys);
+        Ok(Some(summary))
     }
 
     /// Stops accepting, waits up to the grace period for in-flight exchanges, then returns.
@@ -267,7 +319,11 @@ pub async fn start(
     sink: Arc<dyn ExchangeSink>,
 ) -> Result<RunningProxy, ProxyError> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let ca = Arc::new(CertAuthority::load_or_create(&config.ca_dir)?);
+    let ca = Arc::new(CertAuthority::for_proxy(
+        &config.ca_dir,
+        &config.llm_hosts,
+        config.ca_name_constraints,
+    )?);
     let tls = upstream::client_tls_config(config.upstream_ca.as_deref())?;
     let listener = bind(config.listen).map_err(|source| ProxyError::Bind {
         addr: config.listen,
@@ -277,7 +333,23 @@ pub async fn start(
         addr: config.listen,
         source,
     })?;
-    let rules = config.egress_rules(own_addresses(local_addr));
+    let reverse = match config.reverse_listen {
+        Some(addr) => {
+            let listener = bind(addr).map_err(|source| ProxyError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ProxyError::Bind { addr, source })?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
+    let reverse_addr = reverse.as_ref().map(|(_, addr)| *addr);
+    let mut own = own_addresses(local_addr);
+    if let Some(addr) = reverse_addr {
+        own.extend(own_addresses(addr));
+    }
+    let rules = config.egress_rules(own);
+    let keys = Arc::clone(&config.keys);
     let (stop, stopped) = watch::channel(false);
     let (cut, cut_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -290,6 +362,8 @@ pub async fn start(
         pool: UpstreamPool::new(tls),
         decisions: DecisionCounts::default(),
         connections: ConnStats::default(),
+        key_counts: KeyCounts::default(),
+        keys: RwLock::new(keys),
         rules: RwLock::new(LoadedRules {
             rules: Arc::new(rules),
             loaded_at: SystemTime::now(),
@@ -298,9 +372,21 @@ pub async fn start(
         cut: cut_rx,
         started: Instant::now(),
     });
-    let task = tokio::spawn(server::accept_loop(listener, Arc::clone(&shared)));
+    let proxy_loop = server::accept_loop(listener, Arc::clone(&shared), server::Front::Proxy);
+    let reverse_loop = reverse.map(|(listener, _)| {
+        server::accept_loop(listener, Arc::clone(&shared), server::Front::Reverse)
+    });
+    let task = tokio::spawn(async move {
+        match reverse_loop {
+            Some(reverse_loop) => {
+                tokio::join!(proxy_loop, reverse_loop);
+            }
+            None => proxy_loop.await,
+        }
+    });
     Ok(RunningProxy {
         local_addr,
+        reverse_addr,
         shared,
         stop,
         cut,

@@ -19,15 +19,24 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one accept-error log line per this interval.
 const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Which service a listener's connections get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// The forward proxy (`--listen`): CONNECT, absolute-form, and `/healthz`.
+    Proxy,
+    /// Base-URL routes (`--reverse-listen`).
+    Reverse,
+}
+
 /// Accepts until shutdown; each connection is served on its own task.
-pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, front: Front) {
     let mut shutdown = shared.shutdown.clone();
     let mut last_log: Option<Instant> = None;
     let mut suppressed: u64 = 0;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, client_addr)) => admit(&shared, tcp, client_addr),
+                Ok((tcp, client_addr)) => admit(&shared, tcp, client_addr, front),
                 Err(e) => {
                     shared.connections.accept_errors.fetch_add(1, Ordering::Relaxed);
                     if last_log.is_none_or(|t| t.elapsed() >= ACCEPT_LOG_INTERVAL) {
@@ -48,7 +57,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// Serves the connection, or closes it at once when `--max-connections` are open.
-fn admit(shared: &Arc<Shared>, tcp: TcpStream, client_addr: SocketAddr) {
+fn admit(shared: &Arc<Shared>, tcp: TcpStream, client_addr: SocketAddr, front: Front) {
     let stats = &shared.connections;
     let open = stats.open.fetch_add(1, Ordering::AcqRel);
     if let Some(max) = shared.config.limits.max_connections
@@ -62,7 +71,7 @@ fn admit(shared: &Arc<Shared>, tcp: TcpStream, client_addr: SocketAddr) {
     stats.total.fetch_add(1, Ordering::Relaxed);
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
-        serve_client(tcp, client_addr, &shared).await;
+        serve_client(tcp, client_addr, &shared, front).await;
         shared.connections.open.fetch_sub(1, Ordering::AcqRel);
     });
 }
@@ -72,7 +81,7 @@ fn is_resource_exhaustion(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
 }
 
-async fn serve_client(tcp: TcpStream, client_addr: SocketAddr, shared: &Arc<Shared>) {
+async fn serve_client(tcp: TcpStream, client_addr: SocketAddr, shared: &Arc<Shared>, front: Front) {
     let builder = shared.server_builder();
     let activity = Activity::new();
     let service = {
@@ -82,7 +91,10 @@ async fn serve_client(tcp: TcpStream, client_addr: SocketAddr, shared: &Arc<Shar
             let guard = activity.begin();
             let shared = Arc::clone(&shared);
             async move {
-                let res = super::handler::handle(shared, client_addr, req).await;
+                let res = match front {
+                    Front::Proxy => super::handler::handle(shared, client_addr, req).await,
+                    Front::Reverse => super::reverse::handle(shared, client_addr, req).await,
+                };
                 Ok::<_, std::convert::Infallible>(guard_response(res, guard))
             }
         })

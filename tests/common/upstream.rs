@@ -88,6 +88,8 @@ pub struct UpstreamState {
     pub canned: std::sync::Mutex<HashMap<String, Canned>>,
     /// Body of the last request answered from `canned`, read in full before answering.
     pub canned_request_body: std::sync::Mutex<Bytes>,
+    /// Path-and-query and headers of every request, as received.
+    pub received: std::sync::Mutex<Vec<(String, http::HeaderMap)>>,
 }
 
 /// A canned response: these bytes, as these chunks, `chunk_delay` apart, untouched.
@@ -256,6 +258,14 @@ async fn route(
     req: Request<Incoming>,
 ) -> Result<Response<TestBody>, Infallible> {
     st.requests.fetch_add(1, Ordering::SeqCst);
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or_else(String::new, |p| p.to_string());
+    st.received
+        .lock()
+        .unwrap()
+        .push((pq, req.headers().clone()));
     let host = req
         .uri()
         .authority()
