@@ -5,6 +5,12 @@ llmtap: LLMTAP_BIN, default ../../target/debug/llmtap (relative to this folder);
 `cargo build --bin llmtap`. It runs on its default LLM hosts (api.anthropic.com, api.openai.com),
 both pinned to the mock's port with --resolve, trusting the mock's CA with --upstream-ca, with a
 fresh CA dir, and prints one JSON record per exchange on stdout, which the fixture collects.
+
+`llmtap_factory` starts more of them, with extra flags and environment (a keys file, say) and,
+with ``reverse=True``, the base-URL routes (--reverse-listen on a loopback port of their own, and
+port 443 of the provider names pinned to the mock with --connect-to, as the routes' upstream is
+https://<name>). `agent_env` takes the llmtap to point at, or ``"direct"`` for a client with no
+proxy at all (a base-URL client).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pytest
 
@@ -37,6 +43,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def _healthy(port: int) -> bool:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
     try:
@@ -51,13 +65,16 @@ def _healthy(port: int) -> bool:
 class Llmtap:
     """A running llmtap process and the JSON records it printed."""
 
-    def __init__(self, mock: ProviderMock, ca_dir: Path) -> None:
+    def __init__(self, mock: ProviderMock, ca_dir: Path, extra_args: Sequence[str] = (),
+                 extra_env: Mapping[str, str] | None = None, reverse: bool = False) -> None:
         if not LLMTAP_BIN.exists():
             raise RuntimeError(f"llmtap binary not found at {LLMTAP_BIN}: run `cargo build --bin llmtap` or set LLMTAP_BIN")
         self.port = _free_port()
         self.ca_dir = ca_dir
         self.ca_pem = ca_dir / "ca.pem"
         self.proxy_url = f"http://127.0.0.1:{self.port}"
+        # The base-URL routes' listener, with reverse=True: http://127.0.0.1:<reverse_port>/anthropic, ...
+        self.reverse_port: int | None = _free_port() if reverse else None
         args = [
             str(LLMTAP_BIN),
             "--listen", f"127.0.0.1:{self.port}",
@@ -67,11 +84,18 @@ class Llmtap:
         ]
         for host in PROVIDER_HOSTS:
             args += ["--resolve", f"{host}:{mock.port}:127.0.0.1"]
+        if self.reverse_port is not None:
+            args += ["--reverse-listen", f"127.0.0.1:{self.reverse_port}"]
+            # A route's upstream is port 443 of the provider's name: pinned to the mock, never looked up.
+            for host in PROVIDER_HOSTS:
+                args += ["--connect-to", f"{host}:443:127.0.0.1:{mock.port}"]
+        args += list(extra_args)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(ca_dir),
             "LANG": "C.UTF-8",
             "LLMTAP_LOG": os.environ.get("LLMTAP_LOG", "llmtap=info,warn"),
+            **(extra_env or {}),
         }
         self.stdout_lines: list[str] = []
         self.stderr_lines: list[str] = []
@@ -82,7 +106,7 @@ class Llmtap:
             threading.Thread(target=self._pump, args=(stream, sink), daemon=True).start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and self.proc.poll() is None:
-            if _healthy(self.port) and self.ca_pem.exists():
+            if _healthy(self.port) and self.ca_pem.exists() and (self.reverse_port is None or _accepts(self.reverse_port)):
                 return
             time.sleep(0.1)
         self.stop()
@@ -97,6 +121,11 @@ class Llmtap:
     def stderr_tail(self, n: int = 40) -> str:
         with self._cond:
             return "\n".join(self.stderr_lines[-n:])
+
+    def output(self) -> str:
+        """Everything llmtap printed so far, stdout and stderr."""
+        with self._cond:
+            return "\n".join([*self.stdout_lines, *self.stderr_lines])
 
     def lines_mentioning(self, marker: str) -> list[str]:
         with self._cond:
@@ -140,6 +169,26 @@ def llmtap(mock: ProviderMock, tmp_path_factory: pytest.TempPathFactory) -> Iter
     proc.stop()
 
 
+LlmtapFactory = Callable[..., Llmtap]
+
+
+@pytest.fixture(scope="session")
+def llmtap_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlmtapFactory]:
+    """``start(mock, extra_args=(), extra_env=None, reverse=False)``: one more llmtap in front of
+    ``mock`` (see Llmtap), stopped at the end of the session."""
+    started: list[Llmtap] = []
+
+    def start(mock: ProviderMock, extra_args: Sequence[str] = (), extra_env: Mapping[str, str] | None = None,
+              reverse: bool = False) -> Llmtap:
+        proc = Llmtap(mock, tmp_path_factory.mktemp("llmtap-ca"), extra_args, extra_env, reverse)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
 PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY")
 CA_VARS = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 ENV_CONFIG = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL",
@@ -156,13 +205,19 @@ def system_roots() -> str:
 
 
 @pytest.fixture
-def agent_env(monkeypatch: pytest.MonkeyPatch, llmtap: Llmtap, tmp_path: Path) -> Callable[..., None]:
-    """Sets the process environment as an agent behind llmtap has it; ``trust`` picks the CA setup."""
+def agent_env(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., None]:
+    """Sets the process environment as an agent behind llmtap has it; ``trust`` picks the CA setup,
+    ``proxy`` the llmtap (default: the session's `llmtap`). ``trust="direct"``: no proxy and no CA
+    variables at all, as a client of the base-URL routes has it (loopback in NO_PROXY)."""
 
-    def apply(trust: str = "bundle") -> None:
+    def apply(trust: str = "bundle", proxy: Llmtap | None = None) -> None:
         for name in (*PROXY_VARS, *CA_VARS, *ENV_CONFIG):
             monkeypatch.delenv(name, raising=False)
             monkeypatch.delenv(name.lower(), raising=False)
+        if trust == "direct":
+            monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+            return
+        llmtap: Llmtap = proxy if proxy is not None else request.getfixturevalue("llmtap")
         monkeypatch.setenv("HTTPS_PROXY", llmtap.proxy_url)
         # Loopback control traffic (none in these tests, but a user's health checks) stays direct.
         monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

@@ -13,6 +13,11 @@ which shows a stream arrives incrementally without any timing threshold.
 
 JSON answers are gzip-compressed when the client accepts it, as the real APIs (behind Cloudflare)
 compress them; SSE goes out uncompressed. A request is tied to its test by a probe (``probe_<hex>``) that the client puts in its prompt.
+
+Made with ``expect_keys`` ({host: key}), the mock checks the credential as the real APIs do: an
+Anthropic call must carry ``x-api-key: <key>``, an OpenAI call ``Authorization: Bearer <key>``;
+anything else gets the provider's 401 (which the SDKs raise as AuthenticationError), and the
+request's ``auth`` says which it was.
 """
 
 from __future__ import annotations
@@ -249,6 +254,21 @@ ROUTES = {
     "/v1/responses": (responses_json, responses_stream),
 }
 
+# Which provider's credential each route takes: (host, header, how the key appears in it).
+AUTH = {
+    "/v1/messages": (ANTHROPIC_HOST, "x-api-key", "{key}"),
+    "/v1/chat/completions": (OPENAI_HOST, "authorization", "Bearer {key}"),
+    "/v1/responses": (OPENAI_HOST, "authorization", "Bearer {key}"),
+}
+
+
+def auth_error(host: str) -> dict[str, Any]:
+    """The 401 body the real API sends for a bad key (no key text in it)."""
+    if host == ANTHROPIC_HOST:
+        return {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
+    return {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error", "param": None,
+                      "code": "invalid_api_key"}}
+
 
 # --------------------------------------------------------------------------------------------
 # The server
@@ -267,6 +287,7 @@ class Seen:
     encoding: str = "identity"  # how a JSON answer went out
     state: str = "received"  # received | head-sent | tail-sent
     released_by: str | None = None  # ack | timeout
+    auth: str = "unchecked"  # unchecked | accepted | rejected (with expect_keys)
 
 
 @dataclass
@@ -354,6 +375,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(404, {"type": "error", "error": {"type": "not_found_error", "message": f"mock has no POST {self.path}"}})
             return
         as_json, as_stream = route
+        if mock.expect_keys is not None:
+            host, header, shape = AUTH[path]
+            expected = shape.format(key=mock.expect_keys[host])
+            seen.auth = "accepted" if seen.headers.get(header) == expected else "rejected"
+            if seen.auth == "rejected":
+                self._send_json(401, auth_error(host))
+                return
         request_id = {"request-id": f"req_{seen.probe}"}
         if not seen.stream:
             seen.encoding = self._send_json(200, as_json(seen.probe, seen.body), request_id)
@@ -382,7 +410,8 @@ class _Handler(BaseHTTPRequestHandler):
 class ProviderMock:
     """The mock on a loopback port from the OS; ``seen`` lists every request it answered."""
 
-    def __init__(self, cert_dir: Path) -> None:
+    def __init__(self, cert_dir: Path, expect_keys: dict[str, str] | None = None) -> None:
+        self.expect_keys = expect_keys
         self.certs = make_provider_certs(cert_dir)
         self.ca_pem = self.certs["ca"]
         self.seen: list[Seen] = []
