@@ -113,6 +113,9 @@ fn exchange(response: &str) -> Exchange {
         provider: Some("anthropic".into()),
         shape: ApiShape::AnthropicMessages,
         key: Default::default(),
+        cost_usd: None,
+        usage_estimated: false,
+        limit: None,
     }
 }
 

@@ -85,6 +85,9 @@ fn exchange(id: u64) -> Exchange {
         provider: Some("anthropic".into()),
         shape: llmtap::providers::ApiShape::AnthropicMessages,
         key: Default::default(),
+        cost_usd: None,
+        usage_estimated: false,
+        limit: None,
     }
 }
 

@@ -301,6 +301,9 @@ fn exchange(id: u64) -> Exchange {
         provider: Some("anthropic".into()),
         shape: ApiShape::AnthropicMessages,
         key: Default::default(),
+        cost_usd: None,
+        usage_estimated: false,
+        limit: None,
     };
     match id % 3 {
         // JSON in, JSON out.

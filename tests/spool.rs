@@ -93,6 +93,9 @@ fn exchange(id: u64, response_bytes: usize) -> Exchange {
         provider: Some("anthropic".into()),
         shape: llmtap::providers::ApiShape::AnthropicMessages,
         key: Default::default(),
+        cost_usd: None,
+        usage_estimated: false,
+        limit: None,
     }
 }
 

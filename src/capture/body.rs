@@ -655,6 +655,9 @@ mod tests {
             provider: None,
             shape: crate::providers::ApiShape::Unknown,
             key: Default::default(),
+            cost_usd: None,
+            usage_estimated: false,
+            limit: None,
         }
     }
 

@@ -110,4 +110,12 @@ pub struct Exchange {
     pub shape: ApiShape,
     /// Whether a real key was injected, and whether a foreign one was seen.
     pub key: crate::keys::KeyUse,
+    /// What the call's usage costs by `prices.toml` (`llmtap.cost.usd`); `None` when the
+    /// model has no price or the usage is unknown, never 0 for "unknown".
+    pub cost_usd: Option<f64>,
+    /// The usage was estimated from the bytes (the response carried none):
+    /// `llmtap.usage.estimated`.
+    pub usage_estimated: bool,
+    /// The limit that refused the call (`requests_per_minute`, ...): `llmtap.limit`.
+    pub limit: Option<&'static str>,
 }

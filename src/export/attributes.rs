@@ -77,6 +77,13 @@ pub const LLMTAP_KEY_INJECTED: &str = "llmtap.key.injected";
 /// `true` when the request carried what looks like a real provider key where a sentinel
 /// belongs (absent otherwise); such records are WARN.
 pub const LLMTAP_KEY_FOREIGN: &str = "llmtap.key.foreign";
+/// USD the call's usage costs by `prices.toml` (double); absent when the model has no price.
+pub const LLMTAP_COST_USD: &str = "llmtap.cost.usd";
+/// `true` when the usage was estimated from the bytes (the response carried none).
+pub const LLMTAP_USAGE_ESTIMATED: &str = "llmtap.usage.estimated";
+/// The limit that refused the call (`requests_per_minute`, `concurrent_calls`,
+/// `input_tokens_per_hour`, `output_tokens_per_hour`, `cost_usd_per_day`).
+pub const LLMTAP_LIMIT: &str = "llmtap.limit";
 /// `allow`, `deny` or `would_deny` (report mode); present on every egress record.
 pub const LLMTAP_EGRESS_DECISION: &str = "llmtap.egress.decision";
 /// The rule that allowed the connection, or why it was (or would be) refused.
@@ -134,6 +141,9 @@ pub const ALL: &[&str] = &[
     LLMTAP_CLIENT_PROFILE,
     LLMTAP_KEY_INJECTED,
     LLMTAP_KEY_FOREIGN,
+    LLMTAP_COST_USD,
+    LLMTAP_USAGE_ESTIMATED,
+    LLMTAP_LIMIT,
     LLMTAP_EGRESS_DECISION,
     LLMTAP_EGRESS_REASON,
     LLMTAP_EGRESS_ROUTE,

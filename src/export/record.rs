@@ -338,6 +338,13 @@ fn llmtap_attributes(attrs: &mut Attrs, exchange: &Exchange, redactor: &Redactor
     if exchange.key.foreign {
         attrs.push(key::LLMTAP_KEY_FOREIGN, AttrValue::Bool(true));
     }
+    if let Some(cost) = exchange.cost_usd.filter(|c| c.is_finite()) {
+        attrs.push(key::LLMTAP_COST_USD, AttrValue::Double(cost));
+    }
+    if exchange.usage_estimated {
+        attrs.push(key::LLMTAP_USAGE_ESTIMATED, AttrValue::Bool(true));
+    }
+    attrs.short(key::LLMTAP_LIMIT, exchange.limit);
     attrs.str(
         key::LLMTAP_OUTCOME,
         Some(exchange.outcome.as_str()),

@@ -74,6 +74,9 @@ fn anthropic_exchange() -> Exchange {
         provider: Some("anthropic".into()),
         shape: ApiShape::AnthropicMessages,
         key: Default::default(),
+        cost_usd: None,
+        usage_estimated: false,
+        limit: None,
     }
 }
 

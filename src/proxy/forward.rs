@@ -444,6 +444,9 @@ fn request_record(call: &Call, parts: &http::request::Parts) -> Exchange {
         provider,
         shape,
         key: KeyUse::default(),
+        cost_usd: None,
+        usage_estimated: false,
+        limit: None,
     }
 }
 

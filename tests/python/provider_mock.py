@@ -15,9 +15,10 @@ JSON answers are gzip-compressed when the client accepts it, as the real APIs (b
 compress them; SSE goes out uncompressed. A request is tied to its test by a probe (``probe_<hex>``) that the client puts in its prompt.
 
 Made with ``expect_keys`` ({host: key}), the mock checks the credential as the real APIs do: an
-Anthropic call must carry ``x-api-key: <key>``, an OpenAI call ``Authorization: Bearer <key>``;
-anything else gets the provider's 401 (which the SDKs raise as AuthenticationError), and the
-request's ``auth`` says which it was.
+Anthropic call must carry ``x-api-key: <key>`` or ``Authorization: Bearer <key>`` (the pinned
+Anthropic SDKs send an api_key the second way), an OpenAI call ``Authorization: Bearer <key>``;
+anything else gets the provider's 401 (which the SDKs raise as AuthenticationError). The request's
+``auth`` says which it was, and ``auth_header`` in which header the key came.
 """
 
 from __future__ import annotations
@@ -254,12 +255,10 @@ ROUTES = {
     "/v1/responses": (responses_json, responses_stream),
 }
 
-# Which provider's credential each route takes: (host, header, how the key appears in it).
-AUTH = {
-    "/v1/messages": (ANTHROPIC_HOST, "x-api-key", "{key}"),
-    "/v1/chat/completions": (OPENAI_HOST, "authorization", "Bearer {key}"),
-    "/v1/responses": (OPENAI_HOST, "authorization", "Bearer {key}"),
-}
+# Which provider's key each route takes, and where: (host, ((header, how the key appears in it), ...)).
+_ANTHROPIC_AUTH = (ANTHROPIC_HOST, (("x-api-key", "{key}"), ("authorization", "Bearer {key}")))
+_OPENAI_AUTH = (OPENAI_HOST, (("authorization", "Bearer {key}"),))
+AUTH = {"/v1/messages": _ANTHROPIC_AUTH, "/v1/chat/completions": _OPENAI_AUTH, "/v1/responses": _OPENAI_AUTH}
 
 
 def auth_error(host: str) -> dict[str, Any]:
@@ -288,6 +287,7 @@ class Seen:
     state: str = "received"  # received | head-sent | tail-sent
     released_by: str | None = None  # ack | timeout
     auth: str = "unchecked"  # unchecked | accepted | rejected (with expect_keys)
+    auth_header: str | None = None  # the header the expected key came in
 
 
 @dataclass
@@ -376,9 +376,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         as_json, as_stream = route
         if mock.expect_keys is not None:
-            host, header, shape = AUTH[path]
-            expected = shape.format(key=mock.expect_keys[host])
-            seen.auth = "accepted" if seen.headers.get(header) == expected else "rejected"
+            host, places = AUTH[path]
+            key = mock.expect_keys[host]
+            seen.auth_header = next((h for h, shape in places if seen.headers.get(h) == shape.format(key=key)), None)
+            seen.auth = "rejected" if seen.auth_header is None else "accepted"
             if seen.auth == "rejected":
                 self._send_json(401, auth_error(host))
                 return
