@@ -13,7 +13,9 @@ use ipnet::IpNet;
 
 use crate::audit::AuditLevel;
 use crate::keys::KeySet;
+use crate::limits::{FailMode, StoreSpec};
 use crate::policy::{Pins, PolicySet};
+use crate::prices::Prices;
 use crate::redact::{RedactionConfig, Redactor};
 use crate::route::{HostList, ProviderMap, RouteError};
 
@@ -175,6 +177,14 @@ pub struct RunArgs {
     /// off when not given.
     #[arg(long, env = "PROXY_REVERSE_LISTEN")]
     pub reverse_listen: Option<String>,
+    /// Where the limits' window counters live: `redis://HOST:PORT[/DB]`, shared by every
+    /// llmtap process that names it; in memory when not given.
+    #[arg(long, env = "PROXY_LIMITS_STORE")]
+    pub limits_store: Option<String>,
+    /// When the limits store does not answer within 50 ms: `open` (enforce from this
+    /// process's own counters) or `closed` (refuse calls that have limits).
+    #[arg(long, env = "PROXY_LIMITS_STORE_FAIL", default_value = "open")]
+    pub limits_store_fail: String,
 }
 
 /// One field that failed validation, with the value it had.
@@ -231,6 +241,11 @@ pub struct Config {
     pub keys: Arc<KeySet>,
     /// `--reverse-listen`: where the base-URL routes are served, if anywhere.
     pub reverse_listen: Option<SocketAddr>,
+    /// `--limits-store`; `None`: counters in memory.
+    pub limits_store: Option<StoreSpec>,
+    pub limits_store_fail: FailMode,
+    /// `prices.toml` of `--addons-config` (the built-in table when absent).
+    pub prices: Prices,
 }
 
 /// Timeouts and connection caps (`--idle-timeout`, `--handshake-timeout`, `--body-timeout`,
@@ -290,6 +305,20 @@ impl Config {
         let providers = load_providers(e, &args.addons_config);
         let redactor = load_redactor(e, &args.addons_config);
         let keys = load_keys(e, args.keys.as_deref());
+        let prices = load_prices(e, &args.addons_config);
+        let limits_store = match args.limits_store.as_deref() {
+            None => Some(None),
+            Some(v) => collect(e, "--limits-store", &redact_url_password(v), |_| {
+                StoreSpec::parse(v)
+            })
+            .map(Some),
+        };
+        let limits_store_fail = collect(
+            e,
+            "--limits-store-fail",
+            &args.limits_store_fail,
+            FailMode::parse,
+        );
         let (
             Some(listen),
             Some(llm_hosts),
@@ -305,6 +334,9 @@ impl Config {
             Some(spool),
             Some(keys),
             Some(reverse_listen),
+            Some(limits_store),
+            Some(limits_store_fail),
+            Some(prices),
         ) = (
             listen,
             llm_hosts,
@@ -320,6 +352,9 @@ impl Config {
             spool,
             keys,
             reverse_listen,
+            limits_store,
+            limits_store_fail,
+            prices,
         )
         else {
             return Err(ConfigError(errors));
@@ -355,6 +390,9 @@ impl Config {
             keys_path: args.keys.clone(),
             keys: Arc::new(keys),
             reverse_listen,
+            limits_store,
+            limits_store_fail,
+            prices,
         })
     }
 }
@@ -586,6 +624,39 @@ fn parse_cidrs(errors: &mut Vec<FieldError>, entries: &[String]) -> Vec<IpNet> {
         }
     }
     nets
+}
+
+/// `redis://user:secret@host` → `redis://user:[REDACTED]@host`, for error messages.
+fn redact_url_password(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return value.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:[REDACTED]@{host}")
+        }
+        None => value.to_string(),
+    }
+}
+
+/// `prices.toml` of the addons directory; the built-in table when there is none.
+pub fn load_prices(errors: &mut Vec<FieldError>, dir: &Path) -> Option<Prices> {
+    let path = dir.join("prices.toml");
+    if !path.exists() {
+        return Some(Prices::builtin());
+    }
+    match Prices::load(&path) {
+        Ok(prices) => Some(prices),
+        Err(e) => {
+            errors.push(FieldError {
+                field: "addons-config/prices.toml",
+                value: path.display().to_string(),
+                reason: e.to_string(),
+            });
+            None
+        }
+    }
 }
 
 fn load_keys(errors: &mut Vec<FieldError>, path: Option<&Path>) -> Option<KeySet> {

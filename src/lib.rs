@@ -1,5 +1,6 @@
 //! llmtap: a MITM forward proxy that records LLM API calls as OpenTelemetry log records.
 
+pub mod accounting;
 pub mod audit;
 pub mod base_routes;
 pub mod ca;
@@ -8,8 +9,11 @@ pub mod config;
 pub mod export;
 pub mod health;
 pub mod keys;
+pub mod limits;
+pub mod metrics;
 pub mod policy;
 pub mod policy_check;
+pub mod prices;
 pub mod providers;
 pub mod proxy;
 pub mod redact;

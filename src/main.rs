@@ -203,6 +203,8 @@ fn announce(proxy: &llmtap::RunningProxy, destination: &str) {
         intercept = %config.llm_hosts_text,
         %policy,
         keys = %proxy.shared.keys().summary(),
+        prices = %proxy.shared.accounting.prices().summary(),
+        limits_store = %proxy.shared.accounting.limiter.store_name(),
         reverse_listen = %proxy.reverse_addr.map_or("off".to_string(), |a| a.to_string()),
         records = %destination,
         audit = ?config.audit,
@@ -254,15 +256,16 @@ fn reload(proxy: &llmtap::RunningProxy) {
             Err(e) => tracing::error!(error = %e, "policy reload failed"),
         }
     }
+    match proxy.reload_prices() {
+        Ok(summary) => tracing::info!(prices = %summary, "prices reloaded"),
+        Err(e) => tracing::error!(error = %e, "prices reload failed"),
+    }
     match proxy.reload_keys() {
         Ok(Some(summary)) => {
             tracing::info!(keys = %summary, "keys reloaded; new requests use them")
         }
         Ok(None) => {}
         Err(e) => tracing::error!(error = %e, "keys reload failed"),
-    }
-    if config.policy_path.is_none() && config.keys_path.is_none() {
-        tracing::info!("SIGHUP: no --policy or --keys file to reload");
     }
 }
 

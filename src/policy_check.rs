@@ -78,7 +78,9 @@ pub fn parse_target(raw: &str, default_port: u16) -> Result<Target, String> {
 fn checked(target: Target, raw: &str) -> Result<Target, String> {
     let host_ok =
         |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'*');
-    if target.host.is_empty() || target.port == 0 || !target.host.bytes().all(host_ok) {
+    // A host that normalises again into another one (`. .` → `.` → ``) names nothing.
+    let settled = crate::route::normalize_host(&target.host) == target.host;
+    if target.host.is_empty() || target.port == 0 || !settled || !target.host.bytes().all(host_ok) {
         return Err(format!("bad target {raw:?}: expected HOST[:PORT]"));
     }
     Ok(target)
@@ -98,6 +100,10 @@ mod tests {
             ("::1", Target::new("::1", 443)),
             ("10.0.0.1:22", Target::new("10.0.0.1", 22)),
         ];
+        assert!(
+            parse_target(". .", 443).is_err(),
+            "found by the property test"
+        );
         for (raw, want) in cases {
             assert_eq!(parse_target(raw, 443).unwrap(), want, "{raw}");
         }

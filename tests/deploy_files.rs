@@ -2036,6 +2036,7 @@ fn dashboard_queries_use_only_names_llmtap_emits() {
         "gen_ai_usage_input_tokens",
         "gen_ai_usage_output_tokens",
         "gen_ai_usage_cache_read_input_tokens",
+        "llmtap_cost_usd",
         "llmtap_duration",
         "gen_ai_response_time_to_first_chunk",
         "http_response_status_code",
@@ -2057,6 +2058,21 @@ fn dashboard_queries_use_only_names_llmtap_emits() {
     assert!(
         panels.iter().any(|p| p["type"] == "table"),
         "a table of recent calls"
+    );
+    // Issue 11: cost by client and by model, summed from each call's `llmtap.cost.usd`.
+    let cost_by = |label: &str| {
+        exprs.iter().any(|e| {
+            e.contains("unwrap llmtap_cost_usd")
+                && e.split("sum by (")
+                    .nth(1)
+                    .and_then(|rest| rest.split(')').next())
+                    .is_some_and(|by| by.split(',').any(|l| l.trim() == label))
+        })
+    };
+    assert!(cost_by("llmtap_client_name"), "a panel of cost by client");
+    assert!(
+        cost_by("gen_ai_response_model") || cost_by("gen_ai_request_model"),
+        "a panel of cost by model"
     );
 }
 

@@ -13,6 +13,11 @@
 // JSON answers are compressed as the real APIs (behind Cloudflare) do: br, else gzip, when the client
 // accepts it; SSE goes out uncompressed. A request is tied to its test by a probe (`probe_<hex>`)
 // that the client puts in the prompt.
+//
+// Started with { expectKeys: { host: key } }, the mock checks the credential as the real APIs do: an
+// Anthropic call must carry `x-api-key: <key>` or `Authorization: Bearer <key>` (the pinned Anthropic
+// SDK sends an apiKey the second way), an OpenAI call `Authorization: Bearer <key>`; anything else gets
+// the provider's 401. The request's `auth` ('accepted' | 'rejected') and `authHeader` say how it went.
 
 const { execFileSync, spawn } = require('node:child_process');
 const crypto = require('node:crypto');
@@ -280,13 +285,25 @@ const ROUTES = {
   '/v1/responses': { host: OPENAI_HOST, json: responsesJson, stream: responsesStream },
 };
 
+/** Where each provider takes its key: [header, how the key appears in it]. */
+const AUTH_PLACES = {
+  [ANTHROPIC_HOST]: [['x-api-key', (k) => k], ['authorization', (k) => `Bearer ${k}`]],
+  [OPENAI_HOST]: [['authorization', (k) => `Bearer ${k}`]],
+};
+
+/** The 401 body the real API sends for a bad key (no key text in it). */
+function authError(host) {
+  if (host === ANTHROPIC_HOST) return { type: 'error', error: { type: 'authentication_error', message: 'invalid x-api-key' } };
+  return { error: { message: 'Incorrect API key provided.', type: 'invalid_request_error', param: null, code: 'invalid_api_key' } };
+}
+
 /**
  * Starts the provider mock on a loopback port from the OS. Returns { port, caPem, seen, release,
  * requestsFor, close }. `seen` lists every request: { probe, path, host, servername, headers,
  * body, stream, encoding, state } where encoding is how a JSON answer went out, state is 'head-sent' |
- * 'tail-sent', and releasedBy is 'ack' | 'timeout'.
+ * 'tail-sent', and releasedBy is 'ack' | 'timeout'; with expectKeys also auth and authHeader.
  */
-async function startProviderMock() {
+async function startProviderMock({ expectKeys = null } = {}) {
   const dir = tempDir('provider-mock');
   const certs = makeProviderCerts(dir);
   const seen = [];
@@ -324,6 +341,8 @@ async function startProviderMock() {
         encoding: 'identity',
         state: 'received',
         releasedBy: null,
+        auth: 'unchecked',
+        authHeader: null,
       };
       seen.push(entry);
       const route = ROUTES[pathname];
@@ -332,6 +351,18 @@ async function startProviderMock() {
         res.writeHead(404, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(err) });
         res.end(err);
         return;
+      }
+      if (expectKeys) {
+        const key = expectKeys[route.host];
+        const place = AUTH_PLACES[route.host].find(([h, shape]) => req.headers[h] === shape(key));
+        entry.authHeader = place ? place[0] : null;
+        entry.auth = place ? 'accepted' : 'rejected';
+        if (!place) {
+          const err = JSON.stringify(authError(route.host));
+          res.writeHead(401, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(err) });
+          res.end(err);
+          return;
+        }
       }
       const ctx = { probe: entry.probe, body };
       if (!entry.stream) {
@@ -410,6 +441,16 @@ function healthStatus(port) {
   });
 }
 
+/** Whether something accepts TCP connections on the loopback port (1 s at most). */
+function accepts(port) {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: '127.0.0.1', port, timeout: 1000 });
+    sock.once('connect', () => { sock.destroy(); resolve(true); });
+    sock.once('timeout', () => { sock.destroy(); resolve(false); });
+    sock.once('error', () => resolve(false));
+  });
+}
+
 function cleanEnv(extra) {
   return { PATH: process.env.PATH || '/usr/bin:/bin', HOME: os.tmpdir(), LANG: 'C.UTF-8', ...extra };
 }
@@ -417,8 +458,11 @@ function cleanEnv(extra) {
 /**
  * Starts the real llmtap binary on its default LLM hosts (api.anthropic.com, api.openai.com), both
  * pinned to the mock's loopback port, trusting the mock's CA upstream. Records go to stdout.
+ * Options: extraArgs (more flags: --keys ...), env (more variables for llmtap's process), reverse
+ * (the base-URL routes on a loopback port of their own, proc.reversePort, with port 443 of the
+ * provider names pinned to the mock by --connect-to: a route's upstream is https://<name>).
  */
-async function startLlmtapForProviders(mock) {
+async function startLlmtapForProviders(mock, { extraArgs = [], env = {}, reverse = false } = {}) {
   if (!fs.existsSync(LLMTAP_BIN)) {
     throw new Error(`llmtap binary not found at ${LLMTAP_BIN}: build it with \`cargo build --bin llmtap\` or set LLMTAP_BIN`);
   }
@@ -431,18 +475,24 @@ async function startLlmtapForProviders(mock) {
     '--addons-config', path.join(REPO_DIR, 'addons-config'),
     ...PROVIDER_HOSTS.flatMap((h) => ['--resolve', `${h}:${mock.port}:127.0.0.1`]),
   ];
+  const reversePort = reverse ? await freePort() : null;
+  if (reverse) {
+    args.push('--reverse-listen', `127.0.0.1:${reversePort}`);
+    for (const h of PROVIDER_HOSTS) args.push('--connect-to', `${h}:443:127.0.0.1:${mock.port}`);
+  }
+  args.push(...extraArgs);
   const child = spawn(LLMTAP_BIN, args, {
     cwd: REPO_DIR,
-    env: cleanEnv({ LLMTAP_LOG: process.env.LLMTAP_LOG || 'llmtap=info,warn' }),
+    env: cleanEnv({ LLMTAP_LOG: process.env.LLMTAP_LOG || 'llmtap=info,warn', ...env }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const proc = { child, port, caDir, stdout: '', stderr: '', exited: null };
+  const proc = { child, port, reversePort, caDir, stdout: '', stderr: '', exited: null };
   child.stdout.setEncoding('utf8').on('data', (d) => { proc.stdout += d; });
   child.stderr.setEncoding('utf8').on('data', (d) => { proc.stderr += d; });
   child.on('exit', (code, signal) => { proc.exited = { code, signal }; });
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline && !proc.exited) {
-    if (await healthStatus(port) === 200) {
+    if (await healthStatus(port) === 200 && (!reverse || await accepts(reversePort))) {
       proc.caPem = path.join(caDir, 'ca.pem');
       if (fs.existsSync(proc.caPem)) return proc;
     }

@@ -1,8 +1,12 @@
 'use strict';
 // An agent made of the official SDKs, unchanged: `node --require proxy-bootstrap.cjs sdk-client.cjs
-// SCENARIO ARGS_JSON`. ARGS_JSON: { baseURL, apiKey, model, probe, includeUsage }.
+// SCENARIO ARGS_JSON`. ARGS_JSON: { baseURL, apiKey, model, probe, includeUsage, headers, apiKeyHeader }:
+// headers are the client's defaultHeaders; apiKeyHeader (Anthropic) sends apiKey as an x-api-key default
+// header instead of as the SDK's own credential (Authorization: Bearer).
 // Prints JSON lines: `{"first":true,...}` as soon as a stream yields its first event (the test then
-// lets the mock send the rest), and a last line `{"ok":true,...}` or `{"ok":false,code,message}`.
+// lets the mock send the rest), and a last line `{"ok":true,...}` or `{"ok":false,code,message,status,
+// errorClass,permissionDenied,llmtapError}` (the SDK's error class, whether it is the SDK's
+// PermissionDeniedError, and the response's x-llmtap-error header).
 
 const Anthropic = require('@anthropic-ai/sdk');
 const OpenAI = require('openai');
@@ -15,14 +19,20 @@ function emit(obj) {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
 }
 
+const AnthropicClient = Anthropic.Anthropic || Anthropic.default || Anthropic;
+const OpenAIClient = OpenAI.OpenAI || OpenAI.default || OpenAI;
+
 function anthropic() {
-  const Client = Anthropic.Anthropic || Anthropic.default || Anthropic;
-  return new Client({ apiKey: args.apiKey, baseURL: args.baseURL, maxRetries: 0, timeout: 20_000 });
+  const defaultHeaders = { ...(args.headers || {}) };
+  if (args.apiKeyHeader) {
+    defaultHeaders['x-api-key'] = args.apiKey;
+    return new AnthropicClient({ apiKey: null, baseURL: args.baseURL, maxRetries: 0, timeout: 20_000, defaultHeaders });
+  }
+  return new AnthropicClient({ apiKey: args.apiKey, baseURL: args.baseURL, maxRetries: 0, timeout: 20_000, defaultHeaders });
 }
 
 function openai() {
-  const Client = OpenAI.OpenAI || OpenAI.default || OpenAI;
-  return new Client({ apiKey: args.apiKey, baseURL: args.baseURL, maxRetries: 0, timeout: 20_000 });
+  return new OpenAIClient({ apiKey: args.apiKey, baseURL: args.baseURL, maxRetries: 0, timeout: 20_000, defaultHeaders: args.headers || {} });
 }
 
 /** Iterates an SDK stream, announcing the first event; returns the events. */
@@ -153,11 +163,16 @@ main().then(
   },
   (err) => {
     const cause = err && err.cause;
+    const headers = err && err.headers;
     emit({
       ok: false,
       scenario,
       code: (cause && cause.code) || err.code || err.status || '',
       message: `${err.name}: ${err.message}${cause ? ` <- ${cause.message}` : ''}`,
+      status: (err && err.status) || null,
+      errorClass: (err && err.constructor && err.constructor.name) || null,
+      permissionDenied: err instanceof AnthropicClient.PermissionDeniedError || err instanceof OpenAIClient.PermissionDeniedError,
+      llmtapError: (headers && typeof headers.get === 'function' && headers.get('x-llmtap-error')) || null,
     });
     process.exit(1);
   },

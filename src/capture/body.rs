@@ -297,6 +297,10 @@ impl ResponseTap {
             other => other,
         };
         let complete = outcome == Outcome::Complete;
+        if let Some(parser) = self.parser.as_mut() {
+            let decoded = parser.get_mut().decoded_len();
+            self.exchange.note_response_decoded_len(decoded);
+        }
         let facts = self.parser.take().map(|p| p.into_inner().finish(complete));
         let body = self.capture.take(self.content_encoding.take());
         self.exchange.finish(outcome, body, facts);

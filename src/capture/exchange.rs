@@ -69,9 +69,21 @@ impl InFlight {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// What the body taps know at the end besides the record (for the accounting stage).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FinishFacts {
+    /// Response bytes after content decoding, as the parser read them (none: not parsed).
+    pub response_decoded_len: Option<u64>,
+}
+
+/// Runs once, on the finished record, just before it goes to the sink.
+pub type OnFinish = Box<dyn FnOnce(&mut Exchange, FinishFacts) + Send + Sync>;
+
 /// The exchange while it runs. Dropping it unfinished records a client abort.
 pub struct ExchangeInProgress {
     record: Option<Exchange>,
+    on_finish: Option<OnFinish>,
+    facts: FinishFacts,
     started: Instant,
     request_tap: Arc<Mutex<RequestTap>>,
     request_encoding: Option<String>,
@@ -92,12 +104,23 @@ impl ExchangeInProgress {
         in_flight.enter();
         ExchangeInProgress {
             record: Some(record),
+            on_finish: None,
+            facts: FinishFacts::default(),
             started: Instant::now(),
             request_tap,
             request_encoding,
             sink,
             in_flight,
         }
+    }
+
+    /// `f` runs on the finished record before the sink gets it (cost, budgets, metrics).
+    pub fn on_finish(&mut self, f: OnFinish) {
+        self.on_finish = Some(f);
+    }
+
+    pub fn note_response_decoded_len(&mut self, len: u64) {
+        self.facts.response_decoded_len = Some(len);
     }
 
     pub fn set_response_head(&mut self, status: u16, headers: Vec<(String, String)>) {
@@ -149,6 +172,9 @@ impl ExchangeInProgress {
         record.response_body = response_body;
         record.response_facts = facts;
         record.outcome = outcome;
+        if let Some(on_finish) = self.on_finish.take() {
+            on_finish(&mut record, self.facts);
+        }
         self.sink.submit(record);
         self.in_flight.leave();
     }

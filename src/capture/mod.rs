@@ -6,7 +6,7 @@ pub mod record;
 pub mod timeout;
 
 pub use body::{CaptureBudget, CaptureBuf, RequestTap, ResponseTap, TapBody};
-pub use exchange::{ExchangeInProgress, InFlight};
+pub use exchange::{ExchangeInProgress, FinishFacts, InFlight, OnFinish};
 pub use record::{CapturedBody, Exchange, Outcome};
 
 /// Where finished exchanges go. `submit` must never block or await: it is called on the proxy path.

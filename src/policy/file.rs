@@ -27,6 +27,7 @@ use serde::Deserialize;
 use super::address::parse_cidr;
 use super::pattern::HostRule;
 use super::{ClientId, Target};
+use crate::limits::CallLimits;
 
 /// The name of the client (and profile) of connections that match no `[[client]]`.
 pub const DEFAULT: &str = "default";
@@ -109,12 +110,14 @@ pub enum RuleMatch<'a> {
 }
 
 /// One `[profile.NAME]`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Profile {
     pub allow: Vec<HostRule>,
     pub deny: Vec<HostRule>,
     /// Private CIDRs this profile may reach.
     pub allow_private: Vec<IpNet>,
+    /// `[profile.NAME.limits]`: requests, calls at once, tokens and cost per client.
+    pub limits: CallLimits,
 }
 
 impl Profile {
@@ -260,8 +263,26 @@ impl PolicySet {
         } else {
             names.join(", ")
         };
+        let mut limited = Vec::new();
+        for (name, profile) in &self.profiles {
+            if profile.limits.is_empty() {
+                continue;
+            }
+            let zeros = profile.limits.zeros();
+            let warning = if zeros.is_empty() {
+                String::new()
+            } else {
+                format!("; {} = 0 refuses every call", zeros.join(", "))
+            };
+            limited.push(format!("{name} ({}{warning})", profile.limits.summary()));
+        }
+        let limits = if limited.is_empty() {
+            String::new()
+        } else {
+            format!(", limits {}", limited.join(", "))
+        };
         format!(
-            "file {path}, mode {}, clients {clients}",
+            "file {path}, mode {}, clients {clients}{limits}",
             self.mode.as_str()
         )
     }
@@ -315,6 +336,8 @@ struct WireProfile {
     deny: Vec<String>,
     #[serde(default)]
     allow_private: Vec<String>,
+    #[serde(default)]
+    limits: Option<toml::Table>,
 }
 
 /// The file as read, each entry deserialised on its own so one bad entry hides no other.
@@ -521,8 +544,59 @@ fn validate_profile(
             &wire.allow_private,
             errors,
         ),
+        limits: wire
+            .limits
+            .as_ref()
+            .map(|t| limits(&format!("profile.{name}.limits"), t, errors))
+            .unwrap_or_default(),
     };
     (errors.len() == before).then_some(profile)
+}
+
+/// `[profile.NAME.limits]`: whole numbers >= 0, and dollars as a number >= 0.
+fn limits(field: &str, table: &toml::Table, errors: &mut Vec<PolicyFieldError>) -> CallLimits {
+    let mut limits = CallLimits::default();
+    for (key, value) in table {
+        let name = format!("{field}.{key}");
+        let whole = |errors: &mut Vec<PolicyFieldError>| match value {
+            toml::Value::Integer(n) if *n >= 0 => u64::try_from(*n).ok(),
+            other => {
+                errors.push(field_error(
+                    name.clone(),
+                    &show(other),
+                    "must be a whole number >= 0 (0 refuses every call)",
+                ));
+                None
+            }
+        };
+        match key.as_str() {
+            "requests_per_minute" => limits.requests_per_minute = whole(errors),
+            "concurrent_calls" => limits.concurrent_calls = whole(errors),
+            "input_tokens_per_hour" => limits.input_tokens_per_hour = whole(errors),
+            "output_tokens_per_hour" => limits.output_tokens_per_hour = whole(errors),
+            "cost_usd_per_day" => {
+                let dollars = match value {
+                    toml::Value::Float(f) => Some(*f),
+                    toml::Value::Integer(n) => Some(*n as f64),
+                    _ => None,
+                };
+                match dollars {
+                    Some(d) if d.is_finite() && d >= 0.0 => limits.cost_usd_per_day = Some(d),
+                    _ => errors.push(field_error(
+                        name,
+                        &show(value),
+                        "must be a number of dollars >= 0 (0 refuses every call)",
+                    )),
+                }
+            }
+            _ => errors.push(field_error(
+                name,
+                &show(value),
+                "unknown limit (expected requests_per_minute, concurrent_calls, input_tokens_per_hour, output_tokens_per_hour, cost_usd_per_day)",
+            )),
+        }
+    }
+    limits
 }
 
 fn rule_list(field: &str, raw: &[String], errors: &mut Vec<PolicyFieldError>) -> Vec<HostRule> {

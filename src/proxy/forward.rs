@@ -20,6 +20,8 @@ use crate::capture::{
     CaptureBuf, Exchange, ExchangeInProgress, Outcome, RequestTap, ResponseTap, TapBody,
 };
 use crate::keys::{self, KeyRefusal, KeyUse, Transport};
+use crate::limits::answer::{self, ErrorShape};
+use crate::limits::{Admission, LimitHit};
 use crate::policy::Grant;
 use crate::providers::{ApiShape, RequestParser, ResponseParser};
 use crate::route::ProviderMap;
@@ -198,6 +200,19 @@ pub async fn captured(
         }
         Err(refusal) => return refuse_key(&call, record, refusal),
     }
+    let limits = call
+        .shared
+        .rules()
+        .policy
+        .profile(&call.grant.client.profile)
+        .map(|p| p.limits)
+        .unwrap_or_default();
+    let accounting = Arc::clone(&call.shared.accounting);
+    let slot = match accounting.limiter.admit(client, &limits).await {
+        Admission::Admitted(slot) => slot,
+        Admission::Refused(hit) => return refuse_limit(&call, record, &hit),
+        Admission::StoreUnavailable => return refuse_store_unavailable(&call, record),
+    };
     let shape = record.shape;
     let tap = Arc::new(Mutex::new(RequestTap {
         capture: CaptureBuf::new(
@@ -220,6 +235,11 @@ pub async fn captured(
         Arc::clone(&call.shared.sink),
         Arc::clone(&call.shared.in_flight),
     );
+    // Budgets are charged when the usage is known: at the end of the body or the stream.
+    exchange.on_finish(Box::new(move |record, facts| {
+        accounting.account(record, facts);
+        drop(slot);
+    }));
     prepare_upstream(&mut parts, upgrade);
     let stall = call.shared.config.limits.body_timeout;
     let body = CountedBody::new(
@@ -335,6 +355,65 @@ fn refuse_key(call: &Call, mut record: Exchange, refusal: KeyRefusal) -> Respons
     tracing::warn!(client = %call.grant.client.name, host = %call.grant.target.host, kind, reason = %refusal.reason, "request refused by the keys");
     call.audit.failed(kind, &refusal.reason);
     let res = respond::error(StatusCode::FORBIDDEN, kind, &refusal.reason);
+    let outcome = Outcome::Refused {
+        kind,
+        message: refusal.reason,
+    };
+    record_local_answer(call, record, res, outcome)
+}
+
+/// Answers `429` in the provider's own error shape, before anything goes upstream.
+fn refuse_limit(call: &Call, mut record: Exchange, hit: &LimitHit) -> Response<ProxyBody> {
+    tracing::info!(client = %call.grant.client.name, limit = hit.kind.as_str(), "call refused by a limit");
+    let shape = ErrorShape::of(record.provider.as_deref(), record.shape);
+    let body = answer::rate_limit_body(shape, &hit.message);
+    let mut res = respond::json_text(StatusCode::TOO_MANY_REQUESTS, body);
+    let headers = res.headers_mut();
+    headers.insert(http::header::RETRY_AFTER, hit.retry_after_secs.into());
+    headers.insert("x-llmtap-error", http::HeaderValue::from_static("limit"));
+    // A used-up budget renews with its window; retrying at once cannot help.
+    let retry = if hit.kind.is_budget() {
+        "false"
+    } else {
+        "true"
+    };
+    headers.insert("x-should-retry", http::HeaderValue::from_static(retry));
+    record.limit = Some(hit.kind.as_str());
+    let outcome = Outcome::Refused {
+        kind: "limit",
+        message: hit.message.clone(),
+    };
+    record_local_answer(call, record, res, outcome)
+}
+
+/// `--limits-store-fail closed` and the store did not answer: `503`, retry soon.
+fn refuse_store_unavailable(call: &Call, record: Exchange) -> Response<ProxyBody> {
+    let message = "llmtap: the limits store is unavailable and --limits-store-fail is closed";
+    let shape = ErrorShape::of(record.provider.as_deref(), record.shape);
+    let mut res = respond::json_text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        answer::unavailable_body(shape, message),
+    );
+    let headers = res.headers_mut();
+    headers.insert(http::header::RETRY_AFTER, 1.into());
+    headers.insert(
+        "x-llmtap-error",
+        http::HeaderValue::from_static("limits_store"),
+    );
+    let outcome = Outcome::Refused {
+        kind: "limits_store",
+        message: message.to_string(),
+    };
+    record_local_answer(call, record, res, outcome)
+}
+
+/// A request llmtap answered itself gets its record like any call.
+fn record_local_answer(
+    call: &Call,
+    record: Exchange,
+    res: Response<ProxyBody>,
+    outcome: Outcome,
+) -> Response<ProxyBody> {
     let tap = Arc::new(Mutex::new(RequestTap {
         capture: CaptureBuf::new(0, Arc::clone(&call.shared.budget)),
         parser: None,
@@ -347,11 +426,11 @@ fn refuse_key(call: &Call, mut record: Exchange, refusal: KeyRefusal) -> Respons
         Arc::clone(&call.shared.sink),
         Arc::clone(&call.shared.in_flight),
     );
+    let accounting = Arc::clone(&call.shared.accounting);
+    exchange.on_finish(Box::new(move |record, facts| {
+        accounting.account(record, facts)
+    }));
     exchange.set_response_head(res.status().as_u16(), header_pairs(res.headers()));
-    let outcome = Outcome::Refused {
-        kind,
-        message: refusal.reason,
-    };
     exchange.finish(outcome, Default::default(), None);
     res
 }

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use super::conn_audit::submit_denial;
 use super::{ProxyBody, Shared, respond};
 use crate::health::HEALTH_PATH;
+use crate::metrics::METRICS_PATH;
 use crate::policy::{
     self, Decision, Denial, DenyKind, Route, SystemResolver, Target, Verdict, Via,
 };
@@ -66,19 +67,21 @@ async fn decide(
     decision
 }
 
-/// Counts a decision for `/healthz` by its verdict.
+/// Counts a decision for `/healthz` and `/metrics` by its verdict.
 pub(super) fn count_decision(shared: &Shared, decision: &Decision) {
-    let counter = match decision {
-        Decision::Local => None,
-        Decision::Deny(_) => Some(&shared.decisions.deny),
+    let d = &shared.decisions;
+    let (counter, client, name) = match decision {
+        Decision::Local => return,
+        Decision::Deny(denial) => (&d.deny, denial.client.as_ref(), "deny"),
         Decision::Tunnel(g) | Decision::Intercept { grant: g, .. } => match g.verdict {
-            Verdict::Allow => Some(&shared.decisions.allow),
-            Verdict::WouldDeny => Some(&shared.decisions.would_deny),
+            Verdict::Allow => (&d.allow, Some(&g.client), "allow"),
+            Verdict::WouldDeny => (&d.would_deny, Some(&g.client), "would_deny"),
         },
     };
-    if let Some(counter) = counter {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
+    counter.fetch_add(1, Ordering::Relaxed);
+    shared
+        .metrics
+        .observe_decision(client.map(|c| &*c.name), name);
 }
 
 async fn dispatch(
@@ -156,13 +159,27 @@ pub fn authority_target(
 
 /// Origin-form requests are for llmtap itself.
 fn local(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
-    if req.uri().path() == HEALTH_PATH && matches!(*req.method(), Method::GET | Method::HEAD) {
-        return respond::json(StatusCode::OK, &shared.health());
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
+    match req.uri().path() {
+        HEALTH_PATH if read => return respond::json(StatusCode::OK, &shared.health()),
+        METRICS_PATH if read => return metrics_answer(shared),
+        _ => {}
     }
     respond::text(
         StatusCode::NOT_FOUND,
-        "llmtap is a forward proxy: send absolute-form requests or CONNECT; GET /healthz for status",
+        "llmtap is a forward proxy: send absolute-form requests or CONNECT; GET /healthz for status, GET /metrics for Prometheus",
     )
+}
+
+/// `GET /metrics`: the Prometheus text exposition, export counters read now.
+fn metrics_answer(shared: &Shared) -> Response<ProxyBody> {
+    let text = shared.metrics.render(&shared.sink.stats());
+    let mut res = Response::new(respond::full(text));
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    res
 }
 
 #[cfg(test)]

@@ -101,6 +101,10 @@ pub struct Shared {
     pub decisions: DecisionCounts,
     pub connections: ConnStats,
     pub key_counts: KeyCounts,
+    /// Cost, budgets and call metrics of finished calls; the limiter admits new ones.
+    pub accounting: Arc<crate::accounting::Accounting>,
+    /// What `GET /metrics` shows.
+    pub metrics: Arc<crate::metrics::Metrics>,
     rules: RwLock<LoadedRules>,
     /// The keys in force; replaced whole on reload (a request keeps the set it started with).
     keys: RwLock<Arc<KeySet>>,
@@ -212,6 +216,7 @@ impl Shared {
                 "budget_denials": self.budget.denied(),
             },
             "keys": self.key_counts.snapshot(),
+            "limits": self.accounting.limiter.health(),
             "leaf_certificates_cached": self.ca.cached_leaves(),
             "export": self.sink.stats(),
         })
@@ -247,6 +252,8 @@ pub enum ReloadError {
     Keys(#[from] KeysError),
     #[error("{}; the previous keys stay in force", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     KeysMismatch(Vec<FieldError>),
+    #[error("{}; the previous prices stay in force", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Prices(Vec<FieldError>),
 }
 
 impl RunningProxy {
@@ -262,6 +269,20 @@ impl RunningProxy {
         let summary = policy.summary();
         self.shared.replace_policy(policy);
         Ok(summary)
+    }
+
+    /// Re-reads `prices.toml` of `--addons-config`: a good file applies to calls that finish
+    /// from now on; a bad one keeps the last good prices.
+    pub fn reload_prices(&self) -> Result<String, ReloadError> {
+        let mut problems = Vec::new();
+        match crate::config::load_prices(&mut problems, &self.shared.config.addons_config) {
+            Some(prices) => {
+                let summary = prices.summary();
+                self.shared.accounting.replace_prices(prices);
+                Ok(summary)
+            }
+            None => Err(ReloadError::Prices(problems)),
+        }
     }
 
     /// Re-reads `--keys` and every key source it names: good keys apply to new requests; a
@@ -350,6 +371,22 @@ pub async fn start(
     }
     let rules = config.egress_rules(own);
     let keys = Arc::clone(&config.keys);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let on_store_error: crate::limits::StoreErrorHook = {
+        let metrics = Arc::clone(&metrics);
+        Arc::new(move || metrics.count_limits_store_error())
+    };
+    let limiter = Arc::new(crate::limits::Limiter::new(
+        config.limits_store.clone(),
+        config.limits_store_fail,
+        on_store_error,
+    ));
+    limiter.connect_in_background();
+    let accounting = Arc::new(crate::accounting::Accounting::new(
+        config.prices.clone(),
+        limiter,
+        Arc::clone(&metrics),
+    ));
     let (stop, stopped) = watch::channel(false);
     let (cut, cut_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -363,6 +400,8 @@ pub async fn start(
         decisions: DecisionCounts::default(),
         connections: ConnStats::default(),
         key_counts: KeyCounts::default(),
+        metrics,
+        accounting,
         keys: RwLock::new(keys),
         rules: RwLock::new(LoadedRules {
             rules: Arc::new(rules),

@@ -76,6 +76,17 @@ pub fn upstream_status(kind: &str) -> StatusCode {
     }
 }
 
+/// A JSON body that is already text.
+pub fn json_text(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut res = Response::new(full(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
 pub fn json(status: StatusCode, doc: &serde_json::Value) -> Response<ProxyBody> {
     let mut res = Response::new(full(doc.to_string()));
     *res.status_mut() = status;

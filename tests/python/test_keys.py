@@ -287,6 +287,9 @@ def test_a_foreign_key_is_refused_with_403(provider: str, way: str, keyed: Keyed
     assert "llmtap.key.injected" not in attrs
     assert attrs["http.response.status_code"] == 403
     assert attrs["server.address"] == host
+    path = "/v1/messages" if provider == "anthropic" else "/v1/chat/completions"
+    port = f":{mock.port}" if way == "proxy" else ""
+    assert attrs["url.full"] == f"https://{host}{port}{path}"
     assert record["severity_text"] == "WARN"
     assert foreign not in llmtap.lines_mentioning(probe)[0], "the foreign key is redacted in the record"
     assert_no_real_key_printed(llmtap)
