@@ -913,7 +913,7 @@ fn policy_doc(path: &Path) -> PolicyDoc {
         let p = p
             .as_table()
             .unwrap_or_else(|| panic!("{at} is not a table"));
-        only_keys(&at, p, &["allow", "deny", "allow_private"]);
+        only_keys(&at, p, &["allow", "deny", "allow_private", "limits"]);
         assert!(p.contains_key("allow"), "{at}: needs allow (even empty)");
         let lists = PolicyProfile {
             allow: toml_strings(&at, "allow", p.get("allow")),
