@@ -914,3 +914,35 @@ async fn no_real_key_reaches_the_exported_bytes_the_logs_or_healthz_and_sighup_r
     );
     let _ = setup.up.state.requests.load(Ordering::SeqCst);
 }
+
+#[tokio::test]
+async fn a_redirect_never_carries_the_real_key() {
+    let setup = setup(None).await;
+    setup.up.state.can(
+        "/v1/redirect",
+        common::upstream::Canned::new(307, "text/plain", "moved")
+            .header("location", "https://other.test/json"),
+    );
+    let proxy = start(&setup, &[]).await;
+    // reqwest follows redirects (and keeps x-api-key across hosts): the worst case.
+    let http = client(&proxy, &setup, None);
+    let res = http
+        .post("https://api.anthropic.com/v1/redirect")
+        .header("x-api-key", SENTINEL)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.url().as_str(), "https://other.test/json");
+    let received = setup.up.state.received.lock().unwrap().clone();
+    let with_real: Vec<&String> = received
+        .iter()
+        .filter(|(_, h)| header(h, "x-api-key") == REAL_ANTHROPIC)
+        .map(|(pq, _)| pq)
+        .collect();
+    assert_eq!(with_real, ["/v1/redirect"], "the real key went once, to its host");
+    let (pq, headers) = received.last().unwrap();
+    assert_eq!(pq, "/json");
+    assert_eq!(header(headers, "x-api-key"), SENTINEL);
+}
