@@ -1,15 +1,15 @@
 //! Criterion micro-benchmarks of llmtap's hot paths: SSE parsing, usage extraction (JSON),
-//! request facts, redaction, record building (calls and egress decisions) and OTLP encoding.
+//! request facts, redaction, record building (calls and egress decisions), OTLP encoding, and
+//! the two together for one call (`export/build_and_encode_1kb`).
 //!
 //! `cargo bench --bench hot_paths` (add `-- --quick` for a short run).
 
 use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use llmtap::audit::{EgressDecision, EgressRecord};
-use llmtap::capture::{CapturedBody, Exchange, Outcome};
+use llmtap::capture::{CapturedBody, Exchange};
 use llmtap::export::build_egress_record;
 use llmtap::export::otlp::{encode_body, encode_request};
 use llmtap::export::record::{RecordContext, build_record};
@@ -69,54 +69,25 @@ fn exchange(response: &str) -> Exchange {
         200,
     );
     parser.feed(response.as_bytes());
-    Exchange {
-        id: 1,
-        started_at: SystemTime::now(),
-        client_addr: "127.0.0.1:40000".parse().unwrap_or_else(|_| unreachable!()),
-        method: "POST".into(),
-        url: "https://api.anthropic.com/v1/messages".into(),
-        scheme: "https".into(),
-        host: "api.anthropic.com".into(),
-        port: 443,
-        path: "/v1/messages".into(),
-        http_version: "HTTP/1.1".into(),
-        request_headers: headers(),
-        response_headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("request-id".into(), "req_01".into()),
-        ],
-        status: Some(200),
-        request_body: CapturedBody {
-            bytes: Bytes::from_static(REQUEST.as_bytes()),
-            total_len: REQUEST.len() as u64,
-            truncated: false,
-            content_encoding: None,
-        },
-        response_body: CapturedBody {
-            bytes: Bytes::from(response.to_string()),
-            total_len: response.len() as u64,
-            truncated: false,
-            content_encoding: None,
-        },
-        time_to_first_byte: Some(Duration::from_millis(300)),
-        time_to_first_chunk: Some(Duration::from_millis(301)),
-        duration: Duration::from_millis(320),
-        outcome: Outcome::Complete,
-        request_facts: Some(parse_request(
-            ApiShape::AnthropicMessages,
-            "/v1/messages",
-            REQUEST.as_bytes(),
-        )),
-        response_facts: Some(parser.finish(true)),
-        client_name: Some("code-sandbox".into()),
-        client_profile: Some("code".into()),
-        provider: Some("anthropic".into()),
-        shape: ApiShape::AnthropicMessages,
-        key: Default::default(),
-        cost_usd: None,
-        usage_estimated: false,
-        limit: None,
-    }
+    let mut exchange = Exchange::sample();
+    exchange.request_headers = headers();
+    exchange
+        .response_headers
+        .push(("request-id".into(), "req_01".into()));
+    exchange.request_body = CapturedBody::complete(REQUEST);
+    exchange.response_body = CapturedBody::complete(response);
+    exchange.time_to_first_byte = Some(Duration::from_millis(300));
+    exchange.time_to_first_chunk = Some(Duration::from_millis(301));
+    exchange.duration = Duration::from_millis(320);
+    exchange.request_facts = Some(parse_request(
+        ApiShape::AnthropicMessages,
+        "/v1/messages",
+        REQUEST.as_bytes(),
+    ));
+    exchange.response_facts = Some(parser.finish(true));
+    exchange.client_name = Some("code-sandbox".into());
+    exchange.client_profile = Some("code".into());
+    exchange
 }
 
 fn egress() -> EgressRecord {
@@ -222,12 +193,19 @@ fn export(c: &mut Criterion) {
     g.bench_function("build_record_1kb", |b| {
         b.iter(|| black_box(build_record(black_box(&ex), &ctx)))
     });
+    let resource = vec![("service.name".to_string(), "llmtap".to_string())];
+    // What the export worker does per call: the record, then its protobuf in the batch buffer.
+    g.bench_function("build_and_encode_1kb", |b| {
+        b.iter(|| {
+            let record = build_record(black_box(&ex), &ctx);
+            black_box(encode_request(&resource, std::slice::from_ref(&record)).len())
+        })
+    });
     let decision = egress();
     g.bench_function("build_egress_record", |b| {
         b.iter(|| black_box(build_egress_record(black_box(&decision))))
     });
     let records: Vec<_> = (0..512).map(|_| build_record(&ex, &ctx)).collect();
-    let resource = vec![("service.name".to_string(), "llmtap".to_string())];
     g.throughput(Throughput::Elements(records.len() as u64));
     g.bench_function("encode_batch_512", |b| {
         b.iter(|| black_box(encode_request(&resource, black_box(&records)).len()))

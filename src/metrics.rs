@@ -454,57 +454,42 @@ fn clean_label(raw: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::{CapturedBody, Outcome};
-    use crate::providers::{ApiShape, RequestFacts, ResponseFacts, UsageSource};
+    use crate::capture::CapturedBody;
+    use crate::providers::{RequestFacts, ResponseFacts, UsageSource};
     use std::time::{Duration, SystemTime};
 
     fn exchange(client: Option<&str>, model: Option<&str>, status: Option<u16>) -> Exchange {
-        Exchange {
-            id: 1,
-            started_at: SystemTime::UNIX_EPOCH,
-            client_addr: "127.0.0.1:5555".parse().unwrap(),
-            method: "POST".into(),
-            url: "https://api.anthropic.com/v1/messages".into(),
-            scheme: "https".into(),
-            host: "api.anthropic.com".into(),
-            port: 443,
-            path: "/v1/messages".into(),
-            http_version: "HTTP/1.1".into(),
-            request_headers: vec![("x-api-key".into(), "sk-ant-secret".into())],
-            response_headers: Vec::new(),
-            status,
-            request_body: CapturedBody::default(),
-            response_body: CapturedBody::default(),
-            time_to_first_byte: Some(Duration::from_millis(60)),
-            time_to_first_chunk: Some(Duration::from_millis(70)),
-            duration: Duration::from_millis(1500),
-            outcome: Outcome::Complete,
-            request_facts: None,
-            response_facts: Some(ResponseFacts {
-                model: model.map(str::to_string),
-                id: None,
-                finish_reasons: Vec::new(),
-                usage: Usage {
-                    input_tokens: Some(120),
-                    output_tokens: Some(30),
-                    cache_read_input_tokens: Some(100),
-                    cache_creation_input_tokens: None,
-                    reasoning_output_tokens: Some(-5),
-                },
-                usage_source: UsageSource::Response,
-                error_type: None,
-                error_message: None,
-                is_stream: false,
-            }),
-            client_name: client.map(str::to_string),
-            client_profile: None,
-            provider: Some("anthropic".into()),
-            shape: ApiShape::AnthropicMessages,
-            key: Default::default(),
-            cost_usd: Some(0.25),
-            usage_estimated: false,
-            limit: None,
-        }
+        let facts = ResponseFacts {
+            model: model.map(str::to_string),
+            id: None,
+            finish_reasons: Vec::new(),
+            usage: Usage {
+                input_tokens: Some(120),
+                output_tokens: Some(30),
+                cache_read_input_tokens: Some(100),
+                cache_creation_input_tokens: None,
+                reasoning_output_tokens: Some(-5),
+            },
+            usage_source: UsageSource::Response,
+            error_type: None,
+            error_message: None,
+            is_stream: false,
+        };
+        let mut exchange = Exchange::sample();
+        exchange.started_at = SystemTime::UNIX_EPOCH;
+        exchange.client_addr = "127.0.0.1:5555".parse().unwrap();
+        exchange.request_headers = vec![("x-api-key".into(), "sk-ant-secret".into())];
+        exchange.response_headers = Vec::new();
+        exchange.status = status;
+        exchange.request_body = CapturedBody::default();
+        exchange.response_body = CapturedBody::default();
+        exchange.time_to_first_byte = Some(Duration::from_millis(60));
+        exchange.time_to_first_chunk = Some(Duration::from_millis(70));
+        exchange.duration = Duration::from_millis(1500);
+        exchange.response_facts = Some(facts);
+        exchange.client_name = client.map(str::to_string);
+        exchange.cost_usd = Some(0.25);
+        exchange
     }
 
     /// The sample lines (not comments) of an exposition.

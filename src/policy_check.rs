@@ -57,6 +57,8 @@ pub fn parse_target(raw: &str, default_port: u16) -> Result<Target, String> {
     let bad = || format!("bad target {raw:?}: expected HOST[:PORT]");
     if let Some(v6) = raw.strip_prefix('[') {
         let (host, rest) = v6.split_once(']').ok_or_else(bad)?;
+        // Brackets hold an IPv6 literal, nothing else (`[:]` names no host).
+        host.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
         let port = match rest.strip_prefix(':') {
             Some(p) => crate::route::parse_port(p).ok_or_else(bad)?,
             None if rest.is_empty() => default_port,
@@ -66,7 +68,10 @@ pub fn parse_target(raw: &str, default_port: u16) -> Result<Target, String> {
     }
     match raw.rsplit_once(':') {
         // A bare IPv6 literal has several colons and no port.
-        Some((host, _)) if host.contains(':') => checked(Target::new(raw, default_port), raw),
+        Some((host, _)) if host.contains(':') => {
+            raw.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+            checked(Target::new(raw, default_port), raw)
+        }
         Some((host, port)) => {
             let port = crate::route::parse_port(port).ok_or_else(bad)?;
             checked(Target::new(host, port), raw)
@@ -100,10 +105,9 @@ mod tests {
             ("::1", Target::new("::1", 443)),
             ("10.0.0.1:22", Target::new("10.0.0.1", 22)),
         ];
-        assert!(
-            parse_target(". .", 443).is_err(),
-            "found by the property test"
-        );
+        for found_by_the_property_test in [". .", "[:]", "[x]:80", "a:b:c"] {
+            assert!(parse_target(found_by_the_property_test, 443).is_err());
+        }
         for (raw, want) in cases {
             assert_eq!(parse_target(raw, 443).unwrap(), want, "{raw}");
         }

@@ -1,4 +1,10 @@
 //! Secret scrubbing for everything llmtap logs: header allowlist, key-shaped strings, URL query values.
+//!
+//! A body pattern's regex runs only on text where the [`prefilter`] (one Aho-Corasick scan for
+//! the literals each pattern needs) found a candidate; the result is the same as running every
+//! pattern (`redact_text_unfiltered`, kept for the tests that say so).
+
+mod prefilter;
 
 use regex::{Captures, Regex, RegexSet};
 use serde::Deserialize;
@@ -143,11 +149,14 @@ pub struct Redactor {
     safe_prefixes: Vec<String>,
     always_redacted: HashSet<String>,
     query_params: HashSet<String>,
-    /// Cheap "does anything match" test, so clean text is returned borrowed.
-    set: RegexSet,
-    /// Same patterns, same order as `set`, for the replacement pass.
+    /// The body patterns, in the configured order.
     patterns: Vec<Pattern>,
+    /// Which patterns can match a text at all, found by one literal scan.
+    prefilter: prefilter::Prefilter,
 }
+
+/// Longest header name lower-cased on the stack (longer ones are lower-cased on the heap).
+const MAX_STACK_HEADER_NAME: usize = 64;
 
 /// One compiled body pattern.
 #[derive(Debug, Clone)]
@@ -197,8 +206,11 @@ impl Redactor {
         if !problems.is_empty() {
             return Err(RedactError::Invalid(problems));
         }
-        let set = RegexSet::new(patterns.iter().map(|p| p.regex.as_str()))
+        // Compiled together once, as the rules were checked before the prefilter existed: a set
+        // of patterns too large for one regex program is still refused.
+        RegexSet::new(patterns.iter().map(|p| p.regex.as_str()))
             .map_err(|error| RedactError::Invalid(vec![format!("body patterns: {error}")]))?;
+        let prefilter = prefilter::Prefilter::new(patterns.iter().map(|p| p.regex.as_str()));
         let always_redacted = ALWAYS_REDACTED_HEADERS
             .iter()
             .map(|name| (*name).to_owned())
@@ -219,56 +231,99 @@ impl Redactor {
             safe_prefixes,
             always_redacted,
             query_params,
-            set,
             patterns,
+            prefilter,
         })
     }
 
     /// Is this header's value safe to log as-is? (Only allowlisted, never always-redacted ones.)
     pub fn is_safe_header(&self, name: &str) -> bool {
-        let name = name.trim().to_ascii_lowercase();
-        if self.always_redacted.contains(&name) {
+        let name = name.trim();
+        let mut stack = [0u8; MAX_STACK_HEADER_NAME];
+        let heap;
+        let lower = match stack.get_mut(..name.len()) {
+            Some(buf) => {
+                buf.copy_from_slice(name.as_bytes());
+                buf.make_ascii_lowercase();
+                // ASCII lower-casing keeps UTF-8 valid; the fallback is never taken.
+                std::str::from_utf8(buf).unwrap_or(name)
+            }
+            None => {
+                heap = name.to_ascii_lowercase();
+                heap.as_str()
+            }
+        };
+        if self.always_redacted.contains(lower) {
             return false;
         }
-        self.safe_exact.contains(&name)
+        self.safe_exact.contains(lower)
             || self
                 .safe_prefixes
                 .iter()
-                .any(|p| name.starts_with(p.as_str()))
+                .any(|p| lower.starts_with(p.as_str()))
+    }
+
+    /// A header's value as logged: scrubbed when the header is safe, else `[REDACTED]`.
+    pub fn redact_header<'a>(&self, name: &str, value: &'a str) -> Cow<'a, str> {
+        if self.is_safe_header(name) {
+            self.redact_text(value)
+        } else {
+            Cow::Borrowed(REDACTED)
+        }
     }
 
     /// Headers with every value not known safe replaced by `[REDACTED]`; safe values are scrubbed too.
     pub fn redact_headers(&self, headers: &[(String, String)]) -> Vec<(String, String)> {
         headers
             .iter()
-            .map(|(name, value)| {
-                let value = if self.is_safe_header(name) {
-                    self.redact_text(value).into_owned()
-                } else {
-                    REDACTED.to_owned()
-                };
-                (name.clone(), value)
-            })
+            .map(|(name, value)| (name.clone(), self.redact_header(name, value).into_owned()))
             .collect()
     }
 
     /// Whether the text holds anything key-shaped (a real key where a sentinel belongs).
     pub fn looks_secret(&self, text: &str) -> bool {
-        self.set.is_match(text)
+        let candidates = self.prefilter.candidates(text);
+        self.patterns
+            .iter()
+            .enumerate()
+            .any(|(index, p)| candidates.contains(index) && p.regex.is_match(text))
     }
 
     /// Text with every key-shaped string replaced; borrowed when nothing matched.
+    ///
+    /// Each pattern that matches the text as given is applied, in order, to the text as the
+    /// patterns before it left it; the prefilter only skips patterns that cannot match.
     pub fn redact_text<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let matched = self.set.matches(text);
-        if !matched.matched_any() {
-            return Cow::Borrowed(text);
-        }
+        self.redact_candidates(text, self.prefilter.candidates(text))
+    }
+
+    /// [`Redactor::redact_text`] with every pattern tried: the reference the prefilter must
+    /// agree with (tests).
+    #[doc(hidden)]
+    pub fn redact_text_unfiltered<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        self.redact_candidates(text, prefilter::Candidates::all())
+    }
+
+    fn redact_candidates<'a>(
+        &self,
+        text: &'a str,
+        candidates: prefilter::Candidates,
+    ) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
-        for index in matched.iter() {
-            let Some(pattern) = self.patterns.get(index) else {
+        for (index, pattern) in self.patterns.iter().enumerate() {
+            if !candidates.contains(index) {
                 continue;
+            }
+            let replaced = match &out {
+                // Unchanged so far: replacing finds the matches, if any, in one pass.
+                Cow::Borrowed(text) => replace_secrets(pattern, text),
+                // Only a pattern that matches the text as given applies.
+                Cow::Owned(current) if pattern.regex.is_match(text) => {
+                    replace_secrets(pattern, current)
+                }
+                Cow::Owned(_) => continue,
             };
-            if let Cow::Owned(replaced) = replace_secrets(pattern, &out) {
+            if let Cow::Owned(replaced) = replaced {
                 out = Cow::Owned(replaced);
             }
         }

@@ -165,15 +165,7 @@ impl ProviderMap {
             .iter()
             .find(|(p, _)| p.matches(&host))
             .map(|(_, name)| name.as_str())
-            .or(match shape {
-                ApiShape::AnthropicMessages => Some("anthropic"),
-                ApiShape::OpenAiChat
-                | ApiShape::OpenAiResponses
-                | ApiShape::OpenAiCompletions
-                | ApiShape::OpenAiEmbeddings => Some("openai"),
-                ApiShape::GeminiGenerate => Some("gcp.gemini"),
-                ApiShape::Unknown => None,
-            })
+            .or(shape.default_provider())
     }
 }
 
@@ -235,6 +227,7 @@ mod tests {
             ),
             ("localhost", ApiShape::AnthropicMessages, Some("anthropic")),
             ("localhost", ApiShape::OpenAiResponses, Some("openai")),
+            ("localhost", ApiShape::BedrockConverse, Some("aws.bedrock")),
             ("localhost", ApiShape::Unknown, None),
         ];
         for (host, shape, want) in cases {

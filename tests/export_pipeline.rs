@@ -2,12 +2,14 @@
 //! redaction, and egress (audit) records next to call records.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/exchange.rs"]
+mod kit;
 #[path = "common/otlp_receiver.rs"]
 mod otlp_receiver;
 
-use bytes::Bytes;
+use kit::{body, call as exchange};
 use llmtap::audit::{EgressDecision, EgressRecord};
-use llmtap::capture::{CapturedBody, Exchange, ExchangeSink, Outcome};
+use llmtap::capture::{ExchangeSink, Outcome};
 use llmtap::export::attributes as key;
 use llmtap::export::stdout::SharedWriter;
 use llmtap::export::{ExportConfig, ExportFlags, ExportHandle, ExportStats};
@@ -47,48 +49,6 @@ fn config_for(endpoint: Option<&str>) -> ExportConfig {
 fn start(config: ExportConfig) -> ExportHandle {
     let redactor = Arc::new(Redactor::new(&RedactionConfig::default()).unwrap());
     ExportHandle::start(config, redactor).unwrap()
-}
-
-fn body(text: &str) -> CapturedBody {
-    CapturedBody {
-        bytes: Bytes::copy_from_slice(text.as_bytes()),
-        total_len: text.len() as u64,
-        ..Default::default()
-    }
-}
-
-fn exchange(id: u64) -> Exchange {
-    Exchange {
-        id,
-        started_at: SystemTime::now(),
-        client_addr: "127.0.0.1:40000".parse().unwrap(),
-        method: "POST".into(),
-        url: "https://api.anthropic.com/v1/messages".into(),
-        scheme: "https".into(),
-        host: "api.anthropic.com".into(),
-        port: 443,
-        path: "/v1/messages".into(),
-        http_version: "HTTP/1.1".into(),
-        request_headers: vec![("content-type".into(), "application/json".into())],
-        response_headers: vec![("content-type".into(), "application/json".into())],
-        status: Some(200),
-        request_body: body(r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[]}"#),
-        response_body: body(r#"{"id":"msg_01","type":"message"}"#),
-        time_to_first_byte: Some(Duration::from_millis(200)),
-        time_to_first_chunk: Some(Duration::from_millis(210)),
-        duration: Duration::from_millis(900),
-        outcome: Outcome::Complete,
-        request_facts: None,
-        response_facts: None,
-        client_name: None,
-        client_profile: None,
-        provider: Some("anthropic".into()),
-        shape: llmtap::providers::ApiShape::AnthropicMessages,
-        key: Default::default(),
-        cost_usd: None,
-        usage_estimated: false,
-        limit: None,
-    }
 }
 
 /// A report-mode denial of a tunnel, as the proxy would submit it.

@@ -35,8 +35,8 @@ const ANTHROPIC: &str = "api.anthropic.com";
 const OPENAI: &str = "api.openai.com";
 const GEMINI: &str = "generativelanguage.googleapis.com";
 const AZURE: &str = "x.openai.azure.com";
-const LLM_HOSTS: &str =
-    "api.anthropic.com,api.openai.com,generativelanguage.googleapis.com,*.openai.azure.com";
+const BEDROCK: &str = "bedrock-runtime.us-east-1.amazonaws.com";
+const LLM_HOSTS: &str = "api.anthropic.com,api.openai.com,generativelanguage.googleapis.com,*.openai.azure.com,bedrock-runtime.us-east-1.amazonaws.com";
 const USER_AGENT: &str = "llmtap-e2e/1.0 (otlp_records)";
 
 const ANTHROPIC_KEY: &str =
@@ -196,14 +196,15 @@ impl Setup {
         tune: impl FnOnce(&mut ExportConfig),
     ) -> Setup {
         let ca = TestCa::new("upstream test CA");
-        let upstream = Upstream::https(&ca, &[ANTHROPIC, OPENAI, GEMINI, AZURE]).await;
+        let hosts = [ANTHROPIC, OPENAI, GEMINI, AZURE, BEDROCK];
+        let upstream = Upstream::https(&ca, &hosts).await;
         let mut all: Vec<String> = vec![
             "--llm-hosts".into(),
             LLM_HOSTS.into(),
             "--upstream-ca".into(),
             ca.pem_path.path().display().to_string(),
         ];
-        for host in [ANTHROPIC, OPENAI, GEMINI, AZURE] {
+        for host in hosts {
             all.push("--resolve".into());
             all.push(format!("{host}:{}:127.0.0.1", upstream.port()));
         }
@@ -787,6 +788,82 @@ async fn each_provider_json_and_sse_gives_a_full_record() {
         .llmtap
         .wait_export("every record exported", |e| e["exported"] == all)
         .await;
+    setup.llmtap.stop().await;
+}
+
+/// Bedrock Converse: the model from the (percent-encoded) path, usage with the cache counts
+/// added to the input, from a JSON body and from a binary AWS event stream cut anywhere.
+#[tokio::test]
+async fn bedrock_converse_json_and_event_stream_give_records() {
+    let setup = Setup::start(&[]).await;
+    let client = setup.llmtap.client();
+    let model = "/model/us.anthropic.claude-3-5-sonnet-20240620-v1%3A0";
+    let cases = [
+        (
+            "converse",
+            JSON,
+            fixture!("bedrock/converse.json"),
+            [
+                Some(14 + 2048 + 512),
+                Some(181),
+                Some(2048),
+                Some(512),
+                None,
+            ],
+            "response",
+        ),
+        (
+            "converse-stream",
+            "application/vnd.amazon.eventstream",
+            fixture!("bedrock/converse_stream.bin"),
+            [Some(22 + 1536), Some(48), Some(1536), Some(0), None],
+            "stream",
+        ),
+    ];
+    for (n, (operation, content_type, body, usage, source)) in cases.into_iter().enumerate() {
+        let path = format!("{model}/{operation}");
+        let streams = operation.ends_with("stream");
+        let mut canned = Canned::new(200, content_type, body);
+        if streams {
+            canned = canned.in_chunks(5, Duration::from_millis(5));
+        }
+        setup.can(&path, canned);
+        let url = setup.url(BEDROCK, &path);
+        let answer = post(&client, &url, fixture!("bedrock/request.json"), &[]).await;
+        assert_eq!(
+            (answer.status, &answer.body[..]),
+            (200, body),
+            "{operation}"
+        );
+        let attrs = setup.record(n + 1).await.attrs();
+        let ctx = operation;
+        expect(
+            &attrs,
+            key::GEN_AI_PROVIDER_NAME,
+            Some(s("aws.bedrock")),
+            ctx,
+        );
+        expect(&attrs, key::GEN_AI_OPERATION_NAME, Some(s("chat")), ctx);
+        let model_id = "us.anthropic.claude-3-5-sonnet-20240620-v1:0";
+        expect(&attrs, key::GEN_AI_REQUEST_MODEL, Some(s(model_id)), ctx);
+        expect(
+            &attrs,
+            key::GEN_AI_REQUEST_STREAM,
+            Some(Val::Bool(streams)),
+            ctx,
+        );
+        expect(
+            &attrs,
+            key::GEN_AI_REQUEST_MAX_TOKENS,
+            Some(Val::Int(2048)),
+            ctx,
+        );
+        expect(&attrs, key::GEN_AI_RESPONSE_MODEL, None, ctx);
+        let finish = Some(strs(&["end_turn"]));
+        expect(&attrs, key::GEN_AI_RESPONSE_FINISH_REASONS, finish, ctx);
+        expect_usage(&attrs, usage, ctx);
+        expect(&attrs, key::LLMTAP_USAGE_SOURCE, Some(s(source)), ctx);
+    }
     setup.llmtap.stop().await;
 }
 

@@ -454,6 +454,41 @@ async fn connect_to_closed_port_is_502_with_reason() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_accepts_tcp_but_never_speaks_tls_is_a_504() {
+    // Connections are accepted and held; no TLS byte ever comes back. llmtap bounds the
+    // upstream handshake (10 s), so this test takes that long.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let pin = format!("{LLM_HOST}:{port}:127.0.0.1");
+    let proxy = TestProxy::start(&["--resolve", &pin, "--allow-private", "127.0.0.0/8"]).await;
+    let started = std::time::Instant::now();
+    let res = proxy
+        .client()
+        .post(format!("https://{LLM_HOST}:{port}/v1/messages"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 504);
+    assert_eq!(res.headers()["x-llmtap-error"], "upstream_tls_timeout");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(9));
+    let text = res.text().await.unwrap();
+    assert!(text.contains("TLS handshake"), "{text}");
+    let ex = proxy.records.next().await;
+    assert!(
+        matches!(&ex.outcome, Outcome::UpstreamError { kind, .. } if kind == "upstream_tls_timeout"),
+        "{:?}",
+        ex.outcome
+    );
+}
+
+#[tokio::test]
 async fn garbage_bytes_and_distrusting_clients_do_not_disturb_others() {
     let (_ca, up, proxy) = llm_setup().await;
     // Bytes that are not HTTP.

@@ -9,11 +9,14 @@
 //! logged bodies must still be the JSON documents they were.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/exchange.rs"]
+mod kit;
 #[path = "common/otlp_receiver.rs"]
 mod otlp_receiver;
 
 use bytes::Bytes;
-use llmtap::capture::{CapturedBody, Exchange, Outcome};
+use kit::body;
+use llmtap::capture::{CapturedBody, Exchange};
 use llmtap::export::attributes as key;
 use llmtap::export::stdout::SharedWriter;
 use llmtap::export::{ExportConfig, ExportFlags, ExportHandle};
@@ -24,7 +27,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -217,14 +220,6 @@ fn gzip(text: &str) -> Bytes {
     Bytes::from(encoder.finish().unwrap())
 }
 
-fn body(text: &str) -> CapturedBody {
-    CapturedBody {
-        bytes: Bytes::copy_from_slice(text.as_bytes()),
-        total_len: text.len() as u64,
-        ..Default::default()
-    }
-}
-
 /// Headers with every sample: allowlisted ones (scrubbed by the patterns) and others
 /// (replaced whole).
 fn headers(content_type: &str, side: &str) -> Vec<(String, String)> {
@@ -274,37 +269,13 @@ fn exchange(id: u64) -> Exchange {
         "https://api.anthropic.com/v1/messages?beta=true&note={}&key={}",
         SAMPLES[2].1, SAMPLES[11].1
     );
-    let mut exchange = Exchange {
-        id,
-        started_at: SystemTime::now(),
-        client_addr: "127.0.0.1:40000".parse().unwrap(),
-        method: "POST".into(),
-        url,
-        scheme: "https".into(),
-        host: "api.anthropic.com".into(),
-        port: 443,
-        path: "/v1/messages".into(),
-        http_version: "HTTP/1.1".into(),
-        request_headers: headers("application/json", "request"),
-        response_headers: headers("application/json", "response"),
-        status: Some(200),
-        request_body: body(&request),
-        response_body: body(&response_json()),
-        time_to_first_byte: Some(Duration::from_millis(200)),
-        time_to_first_chunk: Some(Duration::from_millis(210)),
-        duration: Duration::from_millis(900),
-        outcome: Outcome::Complete,
-        request_facts: None,
-        response_facts: None,
-        client_name: Some("redaction-test".into()),
-        client_profile: None,
-        provider: Some("anthropic".into()),
-        shape: ApiShape::AnthropicMessages,
-        key: Default::default(),
-        cost_usd: None,
-        usage_estimated: false,
-        limit: None,
-    };
+    let mut exchange = kit::call(id);
+    exchange.url = url;
+    exchange.request_headers = headers("application/json", "request");
+    exchange.response_headers = headers("application/json", "response");
+    exchange.request_body = body(&request);
+    exchange.response_body = body(&response_json());
+    exchange.client_name = Some("redaction-test".into());
     match id % 3 {
         // JSON in, JSON out.
         0 => {}

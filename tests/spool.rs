@@ -7,11 +7,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/exchange.rs"]
+mod kit;
 #[path = "common/otlp_receiver.rs"]
 mod otlp_receiver;
 
-use bytes::Bytes;
-use llmtap::capture::{CapturedBody, Exchange, Outcome};
+use llmtap::capture::Exchange;
 use llmtap::export::attributes as key;
 use llmtap::export::{ExportConfig, ExportFlags, ExportHandle, ExportStats, SpoolSettings};
 use llmtap::redact::{RedactionConfig, Redactor};
@@ -19,7 +20,7 @@ use otlp_receiver::{OtlpReceiver, Received, Reply, Val};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -53,50 +54,9 @@ fn start(config: ExportConfig) -> ExportHandle {
     ExportHandle::start(config, redactor).unwrap()
 }
 
-fn body(text: &str) -> CapturedBody {
-    CapturedBody {
-        bytes: Bytes::copy_from_slice(text.as_bytes()),
-        total_len: text.len() as u64,
-        ..Default::default()
-    }
-}
-
 /// An exchange whose `llmtap.exchange.id` is `id` (unique within a test).
 fn exchange(id: u64, response_bytes: usize) -> Exchange {
-    Exchange {
-        id,
-        started_at: SystemTime::now(),
-        client_addr: "127.0.0.1:40000".parse().unwrap(),
-        method: "POST".into(),
-        url: format!("https://api.anthropic.com/v1/messages?marker={id}"),
-        scheme: "https".into(),
-        host: "api.anthropic.com".into(),
-        port: 443,
-        path: "/v1/messages".into(),
-        http_version: "HTTP/1.1".into(),
-        request_headers: vec![("content-type".into(), "application/json".into())],
-        response_headers: vec![("content-type".into(), "application/json".into())],
-        status: Some(200),
-        request_body: body(r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[]}"#),
-        response_body: body(&format!(
-            r#"{{"id":"msg_01","type":"message","pad":"{}"}}"#,
-            "x".repeat(response_bytes)
-        )),
-        time_to_first_byte: Some(Duration::from_millis(200)),
-        time_to_first_chunk: Some(Duration::from_millis(210)),
-        duration: Duration::from_millis(900),
-        outcome: Outcome::Complete,
-        request_facts: None,
-        response_facts: None,
-        client_name: None,
-        client_profile: None,
-        provider: Some("anthropic".into()),
-        shape: llmtap::providers::ApiShape::AnthropicMessages,
-        key: Default::default(),
-        cost_usd: None,
-        usage_estimated: false,
-        limit: None,
-    }
+    kit::marked_call(id, response_bytes)
 }
 
 /// Polls the stats until `done` holds (panics after WAIT).

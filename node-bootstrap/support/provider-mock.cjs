@@ -18,6 +18,10 @@
 // Anthropic call must carry `x-api-key: <key>` or `Authorization: Bearer <key>` (the pinned Anthropic
 // SDK sends an apiKey the second way), an OpenAI call `Authorization: Bearer <key>`; anything else gets
 // the provider's 401. The request's `auth` ('accepted' | 'rejected') and `authHeader` say how it went.
+//
+// padStream(probe, nbytes) makes the Chat Completions stream of that probe carry fillerText(nbytes)
+// after its usual text (in content chunks of FILLER_CHUNK characters): a stream long enough for a
+// byte-based usage estimate to matter.
 
 const { execFileSync, spawn } = require('node:child_process');
 const crypto = require('node:crypto');
@@ -181,6 +185,15 @@ function chatJson(req) {
   };
 }
 
+/** Characters of padding per content chunk (padStream). */
+const FILLER_CHUNK = 500;
+
+/** The padding padStream adds: `nbytes` ASCII characters. */
+function fillerText(nbytes) {
+  const words = 'lorem ipsum dolor sit amet ';
+  return words.repeat(Math.floor(nbytes / words.length) + 1).slice(0, nbytes);
+}
+
 function chatStream(req) {
   const id = idFor('chatcmpl-', req.probe);
   const includeUsage = Boolean(req.body.stream_options && req.body.stream_options.include_usage);
@@ -192,7 +205,10 @@ function chatStream(req) {
     ...(includeUsage ? { usage: null } : {}),
   });
   const head = [chunk({ role: 'assistant', content: '', refusal: null }, null), chunk({ content: STREAM_CHUNKS[0] }, null)];
-  const tail = [...STREAM_CHUNKS.slice(1).map((content) => chunk({ content }, null)), chunk({}, 'stop')];
+  const filler = req.filler || '';
+  const pads = [];
+  for (let i = 0; i < filler.length; i += FILLER_CHUNK) pads.push(filler.slice(i, i + FILLER_CHUNK));
+  const tail = [...[...STREAM_CHUNKS.slice(1), ...pads].map((content) => chunk({ content }, null)), chunk({}, 'stop')];
   if (includeUsage) tail.push(sse(null, { ...base, choices: [], usage: openaiUsage(USAGE.openaiChatStream) }));
   tail.push('data: [DONE]\n\n');
   return { head, tail };
@@ -308,6 +324,7 @@ async function startProviderMock({ expectKeys = null } = {}) {
   const certs = makeProviderCerts(dir);
   const seen = [];
   const gates = new Map();
+  const padding = new Map(); // probe -> extra content bytes of its chat stream (padStream)
   const timers = new Set();
 
   function gate(probe) {
@@ -364,7 +381,8 @@ async function startProviderMock({ expectKeys = null } = {}) {
           return;
         }
       }
-      const ctx = { probe: entry.probe, body };
+      const pad = (entry.probe && pathname === '/v1/chat/completions' && padding.get(entry.probe)) || 0;
+      const ctx = { probe: entry.probe, body, filler: pad ? fillerText(pad) : '' };
       if (!entry.stream) {
         const { encoding, bytes } = compress(req.headers['accept-encoding'], Buffer.from(JSON.stringify(route.json(ctx))));
         entry.encoding = encoding;
@@ -407,6 +425,8 @@ async function startProviderMock({ expectKeys = null } = {}) {
     /** Lets the stream for `probe` send its tail (idempotent; may come before the request). */
     release(probe) { gate(probe).resolve(); },
     requestsFor(probe) { return seen.filter((s) => s.probe === probe); },
+    /** The Chat Completions stream for `probe` carries fillerText(nbytes) after its usual text. */
+    padStream(probe, nbytes) { padding.set(probe, nbytes); },
     async close() {
       for (const t of timers) clearTimeout(t);
       for (const g of gates.values()) g.resolve();
@@ -557,6 +577,7 @@ module.exports = {
   STREAM_CHUNKS,
   STREAM_TEXT,
   USAGE,
+  fillerText,
   newProbe,
   responseModel,
   runSdkClient,

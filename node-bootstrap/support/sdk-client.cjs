@@ -2,11 +2,15 @@
 // An agent made of the official SDKs, unchanged: `node --require proxy-bootstrap.cjs sdk-client.cjs
 // SCENARIO ARGS_JSON`. ARGS_JSON: { baseURL, apiKey, model, probe, includeUsage, headers, apiKeyHeader }:
 // headers are the client's defaultHeaders; apiKeyHeader (Anthropic) sends apiKey as an x-api-key default
-// header instead of as the SDK's own credential (Authorization: Bearer).
+// header instead of as the SDK's own credential (Authorization: Bearer). The 'repeat' scenario takes
+// { provider, probes, padding } instead of probe: one call per probe with one client. maxRetries: the
+// SDK's (default 0 here: the tests see every answer as it came).
 // Prints JSON lines: `{"first":true,...}` as soon as a stream yields its first event (the test then
 // lets the mock send the rest), and a last line `{"ok":true,...}` or `{"ok":false,code,message,status,
-// errorClass,permissionDenied,llmtapError}` (the SDK's error class, whether it is the SDK's
-// PermissionDeniedError, and the response's x-llmtap-error header).
+// errorClass,permissionDenied,rateLimit,llmtapError,retryAfter,shouldRetry,errorType,errorBody}` (the
+// SDK's error class, whether it is the SDK's PermissionDeniedError / the scenario's SDK's
+// RateLimitError, the response's x-llmtap-error, retry-after and x-should-retry headers, the error's
+// `type` and the error body as the SDK holds it).
 
 const Anthropic = require('@anthropic-ai/sdk');
 const OpenAI = require('openai');
@@ -26,13 +30,13 @@ function anthropic() {
   const defaultHeaders = { ...(args.headers || {}) };
   if (args.apiKeyHeader) {
     defaultHeaders['x-api-key'] = args.apiKey;
-    return new AnthropicClient({ apiKey: null, baseURL: args.baseURL, maxRetries: 0, timeout: 20_000, defaultHeaders });
+    return new AnthropicClient({ apiKey: null, baseURL: args.baseURL, maxRetries: args.maxRetries ?? 0, timeout: 20_000, defaultHeaders });
   }
-  return new AnthropicClient({ apiKey: args.apiKey, baseURL: args.baseURL, maxRetries: 0, timeout: 20_000, defaultHeaders });
+  return new AnthropicClient({ apiKey: args.apiKey, baseURL: args.baseURL, maxRetries: args.maxRetries ?? 0, timeout: 20_000, defaultHeaders });
 }
 
 function openai() {
-  return new OpenAIClient({ apiKey: args.apiKey, baseURL: args.baseURL, maxRetries: 0, timeout: 20_000, defaultHeaders: args.headers || {} });
+  return new OpenAIClient({ apiKey: args.apiKey, baseURL: args.baseURL, maxRetries: args.maxRetries ?? 0, timeout: 20_000, defaultHeaders: args.headers || {} });
 }
 
 /** Iterates an SDK stream, announcing the first event; returns the events. */
@@ -129,6 +133,26 @@ const scenarios = {
     return { calls: [{ id: first.id, text: first.choices[0].message.content, usage: first.usage }, { text, usage }] };
   },
 
+  // One client, one call per probe of args.probes (each with x-request-id: probe and args.padding more
+  // prompt characters), over its kept-alive connections; each call's outcome: 'ok' or the error's class.
+  async 'repeat'() {
+    const isAnthropic = args.provider === 'anthropic';
+    const client = isAnthropic ? anthropic() : openai();
+    const outcomes = [];
+    for (const probe of args.probes) {
+      const messages = [{ role: 'user', content: `ping ${probe} ${'x'.repeat(args.padding || 0)}` }];
+      const options = { headers: { 'x-request-id': probe } };
+      try {
+        if (isAnthropic) await client.messages.create({ model: args.model, max_tokens: 64, messages }, options);
+        else await client.chat.completions.create({ model: args.model, messages }, options);
+        outcomes.push('ok');
+      } catch (err) {
+        outcomes.push((err && err.constructor && err.constructor.name) || String(err));
+      }
+    }
+    return { outcomes };
+  },
+
   async 'openai.responses.json'() {
     const r = await openai().responses.create({ model: args.model, max_output_tokens: 64, input: prompt });
     return { id: r.id, model: r.model, text: r.output_text, usage: r.usage, status: r.status };
@@ -164,6 +188,7 @@ main().then(
   (err) => {
     const cause = err && err.cause;
     const headers = err && err.headers;
+    const header = (name) => (headers && typeof headers.get === 'function' && headers.get(name)) || null;
     emit({
       ok: false,
       scenario,
@@ -172,7 +197,12 @@ main().then(
       status: (err && err.status) || null,
       errorClass: (err && err.constructor && err.constructor.name) || null,
       permissionDenied: err instanceof AnthropicClient.PermissionDeniedError || err instanceof OpenAIClient.PermissionDeniedError,
-      llmtapError: (headers && typeof headers.get === 'function' && headers.get('x-llmtap-error')) || null,
+      rateLimit: err instanceof (scenario.startsWith('anthropic') ? AnthropicClient : OpenAIClient).RateLimitError,
+      llmtapError: header('x-llmtap-error'),
+      retryAfter: header('retry-after'),
+      shouldRetry: header('x-should-retry'),
+      errorType: (err && err.type) || null,
+      errorBody: (err && err.error) || null,
     });
     process.exit(1);
   },

@@ -631,40 +631,6 @@ mod tests {
         fn submit_egress(&self, _record: crate::audit::EgressRecord) {}
     }
 
-    fn blank() -> Exchange {
-        Exchange {
-            id: 0,
-            started_at: std::time::SystemTime::now(),
-            client_addr: "127.0.0.1:1".parse().unwrap(),
-            method: "POST".into(),
-            url: "https://h/p".into(),
-            scheme: "https".into(),
-            host: "h".into(),
-            port: 443,
-            path: "/p".into(),
-            http_version: "1.1".into(),
-            request_headers: vec![],
-            response_headers: vec![],
-            status: None,
-            request_body: Default::default(),
-            response_body: Default::default(),
-            time_to_first_byte: None,
-            time_to_first_chunk: None,
-            duration: Default::default(),
-            outcome: Outcome::Complete,
-            request_facts: None,
-            response_facts: None,
-            client_name: None,
-            client_profile: None,
-            provider: None,
-            shape: crate::providers::ApiShape::Unknown,
-            key: Default::default(),
-            cost_usd: None,
-            usage_estimated: false,
-            limit: None,
-        }
-    }
-
     fn tap(sink: &Arc<VecSink>, cap: usize, in_flight: &Arc<InFlight>) -> ResponseTap {
         tap_in(sink, cap, in_flight, CaptureBudget::new(1 << 20))
     }
@@ -685,7 +651,7 @@ mod tests {
             capture: CaptureBuf::new(cap, budget),
             parser: None,
             exchange: ExchangeInProgress::start(
-                blank(),
+                Exchange::sample(),
                 req,
                 None,
                 sink_dyn,

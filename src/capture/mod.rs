@@ -7,7 +7,7 @@ pub mod timeout;
 
 pub use body::{CaptureBudget, CaptureBuf, RequestTap, ResponseTap, TapBody};
 pub use exchange::{ExchangeInProgress, FinishFacts, InFlight, OnFinish};
-pub use record::{CapturedBody, Exchange, Outcome};
+pub use record::{CapturedBody, Exchange, Outcome, RequestSide};
 
 /// Where finished exchanges go. `submit` must never block or await: it is called on the proxy path.
 pub trait ExchangeSink: Send + Sync + 'static {

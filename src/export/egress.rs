@@ -15,7 +15,7 @@ use crate::export::record::{
 };
 
 /// Builds the record for one decision. Never fails: what is not known is left out.
-pub fn build_egress_record(record: &EgressRecord) -> LogRecordData {
+pub fn build_egress_record(record: &EgressRecord) -> LogRecordData<'_> {
     let mut attrs = Attrs::default();
     let decision = record.decision.as_str();
     attrs.short(key::LLMTAP_EGRESS_DECISION, Some(decision));
@@ -24,12 +24,12 @@ pub fn build_egress_record(record: &EgressRecord) -> LogRecordData {
     attrs.short(key::LLMTAP_CLIENT_NAME, record.client_name.as_deref());
     attrs.short(key::LLMTAP_CLIENT_PROFILE, record.client_profile.as_deref());
     let client = record.client_addr.ip().to_string();
-    attrs.short(key::CLIENT_ADDRESS, Some(&client));
+    attrs.text(key::CLIENT_ADDRESS, Some(client.into()), MAX_SHORT_BYTES);
     attrs.short(key::SERVER_ADDRESS, Some(&record.server_address));
     attrs.int(key::SERVER_PORT, Some(i64::from(record.server_port)));
     if let Some(peer) = record.peer_addr {
         let ip = peer.ip().to_string();
-        attrs.short(key::NETWORK_PEER_ADDRESS, Some(&ip));
+        attrs.text(key::NETWORK_PEER_ADDRESS, Some(ip.into()), MAX_SHORT_BYTES);
         attrs.int(key::NETWORK_PEER_PORT, Some(i64::from(peer.port())));
     }
     let sent = saturating_i64(record.bytes_sent);
@@ -96,7 +96,7 @@ fn host_for_line(host: &str) -> String {
 fn one_line(s: &str) -> String {
     let capped = cut_with_ellipsis(s, MAX_SHORT_BYTES);
     if !capped.chars().any(char::is_control) {
-        return capped;
+        return capped.into_owned();
     }
     capped
         .chars()
@@ -113,10 +113,7 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     fn str_attribute<'r>(record: &'r LogRecordData, name: &str) -> Option<&'r str> {
-        match record.attribute(name) {
-            Some(AttrValue::Str(s)) => Some(s),
-            _ => None,
-        }
+        record.attribute(name).and_then(AttrValue::as_str)
     }
 
     fn denial() -> EgressRecord {
@@ -161,10 +158,11 @@ mod tests {
             (EgressDecision::WouldDeny, Severity::Warn, "would_deny"),
         ];
         for (decision, want, name) in cases {
-            let record = build_egress_record(&EgressRecord {
+            let source = EgressRecord {
                 decision,
                 ..denial()
-            });
+            };
+            let record = build_egress_record(&source);
             assert_eq!(record.severity, want, "{name}");
             assert_eq!(
                 str_attribute(&record, key::LLMTAP_EGRESS_DECISION),
@@ -181,7 +179,8 @@ mod tests {
 
     #[test]
     fn denial_record() {
-        let record = build_egress_record(&denial());
+        let source = denial();
+        let record = build_egress_record(&source);
         assert_eq!(
             record.timestamp,
             UNIX_EPOCH + Duration::from_secs(1_700_000_000)
@@ -223,7 +222,8 @@ mod tests {
 
     #[test]
     fn allowed_record() {
-        let record = build_egress_record(&allowed());
+        let source = allowed();
+        let record = build_egress_record(&source);
         assert_eq!(record.severity, Severity::Info);
         assert_eq!(
             str_attribute(&record, key::NETWORK_PEER_ADDRESS),
@@ -248,14 +248,15 @@ mod tests {
 
     #[test]
     fn unknown_client_is_left_out() {
-        let record = build_egress_record(&EgressRecord {
+        let source = EgressRecord {
             client_name: None,
             client_profile: None,
             reason: "proxy credentials required".into(),
             error_type: Some("proxy_auth".into()),
             server_address: "::1".into(),
             ..denial()
-        });
+        };
+        let record = build_egress_record(&source);
         for absent in [key::LLMTAP_CLIENT_NAME, key::LLMTAP_CLIENT_PROFILE] {
             assert_eq!(record.attribute(absent), None, "{absent}");
         }
@@ -268,14 +269,15 @@ mod tests {
     #[test]
     fn client_strings_are_capped_and_kept_on_one_line() {
         let long = "a".repeat(100_000);
-        let record = build_egress_record(&EgressRecord {
+        let source = EgressRecord {
             reason: format!("no rule allows {long}\nforged line"),
             client_name: Some(long.clone()),
             client_profile: Some(long.clone()),
             server_address: format!("{long}.example"),
             error_type: Some(long.clone()),
             ..denial()
-        });
+        };
+        let record = build_egress_record(&source);
         for k in [
             key::LLMTAP_EGRESS_REASON,
             key::LLMTAP_CLIENT_NAME,
@@ -293,10 +295,11 @@ mod tests {
             record.body.len()
         );
         assert!(!record.body.contains('\n'));
-        let newline = build_egress_record(&EgressRecord {
+        let newline_source = EgressRecord {
             reason: "bad\r\nname".into(),
             ..denial()
-        });
+        };
+        let newline = build_egress_record(&newline_source);
         assert!(
             newline.body.contains("bad\u{FFFD}\u{FFFD}name"),
             "{}",
@@ -308,7 +311,8 @@ mod tests {
 
     #[test]
     fn every_key_is_declared_once() {
-        let record = build_egress_record(&allowed());
+        let source = allowed();
+        let record = build_egress_record(&source);
         for (k, _) in &record.attributes {
             assert!(ALL.contains(k), "{k} missing from attributes::ALL");
         }

@@ -14,6 +14,7 @@ pub mod attributes;
 pub mod config;
 pub mod egress;
 pub mod otlp;
+pub mod proto;
 pub mod record;
 pub mod spool;
 mod spooled;

@@ -6,9 +6,10 @@
 //! tell "Loki rejected the batch (400)" from "gave up after 503s", and its backoff sleeps
 //! ignore our shutdown deadline. Its records can only be created through an
 //! `SdkLoggerProvider`, and its hyper client has no TLS, so we would be wrapping half of it
-//! anyway. Instead we build `ExportLogsServiceRequest` with the `opentelemetry-proto` types
-//! (the same wire format, same crate the SDK uses), encode with `prost`, and POST with the
-//! hyper-util client llmtap already links: one attempt at a time, under our control.
+//! anyway. Instead we write the `ExportLogsServiceRequest` ourselves, straight from the
+//! records (`proto.rs`: the bytes `prost` would write for the `opentelemetry-proto` types the
+//! SDK uses), and POST it with the hyper-util client llmtap already links: one attempt at a
+//! time, under our control.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
@@ -17,24 +18,19 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value,
-};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use prost::Message;
 use rand::Rng;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::export::config::RetryConfig;
-use crate::export::record::{AttrValue, LogRecordData};
+use crate::export::record::LogRecordData;
 
-/// Instrumentation scope of every record.
-pub const SCOPE_NAME: &str = "llmtap";
+pub use crate::export::proto::{
+    SCOPE_NAME, encode_request, encode_resource, encode_scope, request_from_parts, unix_nanos,
+};
+
 const CONTENT_TYPE_PROTOBUF: &str = "application/x-protobuf";
 /// A success response is tiny (partial-success message at most); more is read no further.
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
@@ -42,7 +38,7 @@ const MAX_RESPONSE_BODY: usize = 64 * 1024;
 /// The request body for a batch: protobuf, gzip-compressed when asked.
 pub fn encode_body(
     resource: &[(String, String)],
-    records: &[LogRecordData],
+    records: &[LogRecordData<'_>],
     gzip: bool,
 ) -> std::io::Result<Bytes> {
     compress(encode_request(resource, records), gzip)
@@ -58,157 +54,12 @@ pub fn compress(encoded: Vec<u8>, gzip: bool) -> std::io::Result<Bytes> {
     Ok(Bytes::from(encoder.finish()?))
 }
 
-/// Encodes records into one `ExportLogsServiceRequest` (one resource, one scope).
-pub fn encode_request(resource: &[(String, String)], records: &[LogRecordData]) -> Vec<u8> {
-    let request = ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(resource_proto(resource)),
-            scope_logs: vec![ScopeLogs {
-                scope: Some(scope_proto()),
-                log_records: records.iter().map(to_proto).collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    request.encode_to_vec()
-}
-
-fn resource_proto(resource: &[(String, String)]) -> Resource {
-    Resource {
-        attributes: resource.iter().map(|(k, v)| string_kv(k, v)).collect(),
-        ..Default::default()
-    }
-}
-
-fn scope_proto() -> InstrumentationScope {
-    InstrumentationScope {
-        name: SCOPE_NAME.to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        ..Default::default()
-    }
-}
-
-/// The encoded `Resource` for these attributes (what a spool segment keeps for its records).
-pub fn encode_resource(resource: &[(String, String)]) -> Vec<u8> {
-    resource_proto(resource).encode_to_vec()
-}
-
-/// The encoded `InstrumentationScope` of llmtap's records.
-pub fn encode_scope() -> Vec<u8> {
-    scope_proto().encode_to_vec()
-}
-
 /// Each record as one encoded `LogRecord` (what the spool keeps per entry).
-pub fn encode_records(records: &[LogRecordData]) -> Vec<Vec<u8>> {
+pub fn encode_records(records: &[LogRecordData<'_>]) -> Vec<Vec<u8>> {
     records
         .iter()
-        .map(|r| to_proto(r).encode_to_vec())
+        .map(crate::export::proto::encode_record)
         .collect()
-}
-
-/// An `ExportLogsServiceRequest` put together from an encoded `Resource`, an encoded
-/// `InstrumentationScope` and encoded `LogRecord`s, without decoding them: the same bytes
-/// [`encode_request`] gives for the decoded values.
-pub fn request_from_parts(resource: &[u8], scope: &[u8], records: &[impl AsRef<[u8]>]) -> Vec<u8> {
-    // ScopeLogs { scope = 1, log_records = 2 }
-    let records_len: usize = records.iter().map(|r| field_len(r.as_ref().len())).sum();
-    let scope_logs_len = field_len(scope.len()) + records_len;
-    // ResourceLogs { resource = 1, scope_logs = 2 }
-    let resource_logs_len = field_len(resource.len()) + field_len(scope_logs_len);
-    let mut out = Vec::with_capacity(field_len(resource_logs_len));
-    // ExportLogsServiceRequest { resource_logs = 1 }
-    put_field_head(&mut out, 1, resource_logs_len);
-    put_field_head(&mut out, 1, resource.len());
-    out.extend_from_slice(resource);
-    put_field_head(&mut out, 2, scope_logs_len);
-    put_field_head(&mut out, 1, scope.len());
-    out.extend_from_slice(scope);
-    for record in records {
-        put_field_head(&mut out, 2, record.as_ref().len());
-        out.extend_from_slice(record.as_ref());
-    }
-    out
-}
-
-/// Bytes of a length-delimited field with a one-byte key (field numbers below 16).
-fn field_len(len: usize) -> usize {
-    1 + varint_len(len as u64) + len
-}
-
-fn varint_len(mut value: u64) -> usize {
-    let mut n = 1;
-    while value >= 0x80 {
-        value >>= 7;
-        n += 1;
-    }
-    n
-}
-
-/// Key (wire type 2, length-delimited) and length of field `number` (below 16).
-fn put_field_head(out: &mut Vec<u8>, number: u8, len: usize) {
-    out.push((number << 3) | 2);
-    let mut value = len as u64;
-    while value >= 0x80 {
-        out.push((value as u8 & 0x7f) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn to_proto(record: &LogRecordData) -> LogRecord {
-    LogRecord {
-        event_name: record.event_name.to_owned(),
-        time_unix_nano: unix_nanos(record.timestamp),
-        observed_time_unix_nano: unix_nanos(record.observed_timestamp),
-        severity_number: record.severity.number(),
-        severity_text: record.severity.text().to_owned(),
-        body: Some(string_value(&record.body)),
-        attributes: record
-            .attributes
-            .iter()
-            .map(|(key, value)| KeyValue {
-                key: (*key).to_owned(),
-                value: Some(any_value(value)),
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    }
-}
-
-/// Nanoseconds since the epoch (0 for times before it, which OTLP reads as "unknown").
-pub fn unix_nanos(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-fn any_value(value: &AttrValue) -> AnyValue {
-    let value = match value {
-        AttrValue::Str(s) => any_value::Value::StringValue(s.clone()),
-        AttrValue::Int(i) => any_value::Value::IntValue(*i),
-        AttrValue::Double(d) => any_value::Value::DoubleValue(*d),
-        AttrValue::Bool(b) => any_value::Value::BoolValue(*b),
-        AttrValue::StrArray(items) => any_value::Value::ArrayValue(ArrayValue {
-            values: items.iter().map(|s| string_value(s)).collect(),
-        }),
-    };
-    AnyValue { value: Some(value) }
-}
-
-fn string_value(s: &str) -> AnyValue {
-    AnyValue {
-        value: Some(any_value::Value::StringValue(s.to_owned())),
-    }
-}
-
-fn string_kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(string_value(value)),
-        ..Default::default()
-    }
 }
 
 /// Why the exporter could not be set up.
@@ -450,7 +301,6 @@ impl Backoff {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::export::record::Severity;
 
     #[test]
     fn classification() {
@@ -529,71 +379,5 @@ mod tests {
             backoff.next_wait(Some(Duration::from_secs(60))),
             Duration::from_secs(5)
         );
-    }
-
-    #[test]
-    fn request_from_parts_is_byte_identical() {
-        let records: Vec<LogRecordData> = [10usize, 200, 70_000]
-            .iter()
-            .map(|n| LogRecordData {
-                event_name: "gen_ai.client.inference.operation.details",
-                timestamp: UNIX_EPOCH + Duration::from_secs(5),
-                observed_timestamp: UNIX_EPOCH + Duration::from_secs(6),
-                severity: Severity::Info,
-                body: "x".repeat(*n),
-                attributes: vec![("a.int", AttrValue::Int(7))],
-            })
-            .collect();
-        let resource = vec![("service.name".to_owned(), "llmtap".to_owned())];
-        for n in 0..=records.len() {
-            let parts = request_from_parts(
-                &encode_resource(&resource),
-                &encode_scope(),
-                &encode_records(&records[..n]),
-            );
-            assert_eq!(
-                parts,
-                encode_request(&resource, &records[..n]),
-                "{n} records"
-            );
-        }
-    }
-
-    #[test]
-    fn encoding_round_trips() {
-        let record = LogRecordData {
-            event_name: "llmtap.egress",
-            timestamp: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            observed_timestamp: UNIX_EPOCH + Duration::from_secs(1_700_000_001),
-            severity: Severity::Warn,
-            body: "{\"request\":{}}".into(),
-            attributes: vec![
-                ("a.str", AttrValue::Str("x".into())),
-                ("a.int", AttrValue::Int(-3)),
-                ("a.double", AttrValue::Double(0.25)),
-                ("a.bool", AttrValue::Bool(true)),
-                (
-                    "a.array",
-                    AttrValue::StrArray(vec!["stop".into(), "length".into()]),
-                ),
-            ],
-        };
-        let bytes = encode_request(&[("service.name".into(), "llmtap".into())], &[record]);
-        let decoded = ExportLogsServiceRequest::decode(bytes.as_slice()).unwrap();
-        let scope_logs = &decoded.resource_logs[0].scope_logs[0];
-        assert_eq!(scope_logs.scope.as_ref().unwrap().name, "llmtap");
-        let log = &scope_logs.log_records[0];
-        assert_eq!(log.time_unix_nano, 1_700_000_000_000_000_000);
-        assert_eq!(log.event_name, "llmtap.egress");
-        assert_eq!(
-            (log.severity_number, log.severity_text.as_str()),
-            (13, "WARN")
-        );
-        assert_eq!(log.attributes.len(), 5);
-        let array = log.attributes[4]
-            .value
-            .as_ref()
-            .and_then(|v| v.value.clone());
-        assert!(matches!(array, Some(any_value::Value::ArrayValue(a)) if a.values.len() == 2));
     }
 }

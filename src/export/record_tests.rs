@@ -1,6 +1,11 @@
+use super::body::strip_trailing_token;
+use super::fit::{cut_escaped, escaped_len, share};
+use super::headers::headers_json;
+use super::semconv::protocol_version;
 use super::*;
+use crate::capture::CapturedBody;
 use crate::export::attributes::ALL;
-use crate::providers::{Usage, UsageSource};
+use crate::providers::{ApiShape, ResponseFacts, Usage, UsageSource};
 use crate::redact::RedactionConfig;
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -15,72 +20,46 @@ fn redactor() -> Redactor {
 }
 
 fn body(text: &str) -> CapturedBody {
-    CapturedBody {
-        bytes: Bytes::copy_from_slice(text.as_bytes()),
-        total_len: text.len() as u64,
-        truncated: false,
-        content_encoding: None,
-    }
+    CapturedBody::complete(text)
 }
 
 fn anthropic_exchange() -> Exchange {
-    Exchange {
-        id: 7,
-        started_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-        client_addr: "10.1.2.3:5555".parse::<SocketAddr>().unwrap(),
-        method: "POST".into(),
-        url: "https://api.anthropic.com/v1/messages".into(),
-        scheme: "https".into(),
-        host: "api.anthropic.com".into(),
-        port: 443,
-        path: "/v1/messages".into(),
-        http_version: "HTTP/1.1".into(),
-        request_headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("x-api-key".into(), ANTHROPIC_KEY.into()),
-            ("User-Agent".into(), "claude-cli/1.0".into()),
-        ],
-        response_headers: vec![("content-type".into(), "application/json".into())],
-        status: Some(200),
-        request_body: body(
-            r#"{"model":"claude-sonnet-4-5","max_tokens":1024,"stream":false,"messages":[]}"#,
-        ),
-        response_body: body(
-            r#"{"id":"msg_1","model":"claude-sonnet-4-5-20250929","stop_reason":"end_turn"}"#,
-        ),
-        time_to_first_byte: Some(Duration::from_millis(300)),
-        time_to_first_chunk: Some(Duration::from_millis(350)),
-        duration: Duration::from_millis(1500),
-        outcome: Outcome::Complete,
-        request_facts: None,
-        response_facts: Some(ResponseFacts {
-            model: Some("claude-sonnet-4-5-20250929".into()),
-            id: Some("msg_1".into()),
-            finish_reasons: vec!["end_turn".into()],
-            usage: Usage {
-                input_tokens: Some(120),
-                output_tokens: Some(0),
-                cache_read_input_tokens: Some(100),
-                cache_creation_input_tokens: Some(0),
-                reasoning_output_tokens: None,
-            },
-            usage_source: UsageSource::Response,
-            error_type: None,
-            error_message: None,
-            is_stream: false,
-        }),
-        client_name: None,
-        client_profile: None,
-        provider: Some("anthropic".into()),
-        shape: ApiShape::AnthropicMessages,
-        key: Default::default(),
-        cost_usd: None,
-        usage_estimated: false,
-        limit: None,
-    }
+    let facts = ResponseFacts {
+        model: Some("claude-sonnet-4-5-20250929".into()),
+        id: Some("msg_1".into()),
+        finish_reasons: vec!["end_turn".into()],
+        usage: Usage {
+            input_tokens: Some(120),
+            output_tokens: Some(0),
+            cache_read_input_tokens: Some(100),
+            cache_creation_input_tokens: Some(0),
+            reasoning_output_tokens: None,
+        },
+        usage_source: UsageSource::Response,
+        error_type: None,
+        error_message: None,
+        is_stream: false,
+    };
+    let mut exchange = Exchange::sample();
+    exchange.id = 7;
+    exchange.started_at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    exchange.client_addr = "10.1.2.3:5555".parse::<SocketAddr>().unwrap();
+    exchange.request_headers.extend([
+        ("x-api-key".into(), ANTHROPIC_KEY.into()),
+        ("User-Agent".into(), "claude-cli/1.0".into()),
+    ]);
+    exchange.request_body =
+        body(r#"{"model":"claude-sonnet-4-5","max_tokens":1024,"stream":false,"messages":[]}"#);
+    exchange.response_body =
+        body(r#"{"id":"msg_1","model":"claude-sonnet-4-5-20250929","stop_reason":"end_turn"}"#);
+    exchange.time_to_first_byte = Some(Duration::from_millis(300));
+    exchange.time_to_first_chunk = Some(Duration::from_millis(350));
+    exchange.duration = Duration::from_millis(1500);
+    exchange.response_facts = Some(facts);
+    exchange
 }
 
-fn build(exchange: &Exchange, max_record_bytes: usize) -> LogRecordData {
+fn build(exchange: &Exchange, max_record_bytes: usize) -> LogRecordData<'_> {
     let redactor = redactor();
     let ctx = RecordContext {
         redactor: &redactor,
@@ -91,10 +70,7 @@ fn build(exchange: &Exchange, max_record_bytes: usize) -> LogRecordData {
 }
 
 fn str_attr<'a>(record: &'a LogRecordData, key: &str) -> Option<&'a str> {
-    match record.attribute(key) {
-        Some(AttrValue::Str(s)) => Some(s),
-        _ => None,
-    }
+    record.attribute(key).and_then(AttrValue::as_str)
 }
 
 fn body_doc(record: &LogRecordData) -> serde_json::Value {
@@ -140,7 +116,8 @@ fn severity_table() {
 
 #[test]
 fn full_record_for_a_json_call() {
-    let record = build(&anthropic_exchange(), 256 * 1024);
+    let exchange = anthropic_exchange();
+    let record = build(&exchange, 256 * 1024);
     assert_eq!(
         record.timestamp,
         UNIX_EPOCH + Duration::from_secs(1_700_000_000)
@@ -336,7 +313,7 @@ fn transport_error_leaves_unknowns_out() {
         assert_eq!(record.attribute(absent), None, "{absent}");
     }
     for (k, v) in &record.attributes {
-        assert_ne!(v, &AttrValue::Str(String::new()), "{k} is empty");
+        assert_ne!(v, &AttrValue::Str("".into()), "{k} is empty");
     }
 }
 
@@ -573,7 +550,7 @@ fn attributes_stay_small() {
 
 #[test]
 fn headers_json_joins_repeats() {
-    let json = headers_json(&[
+    let json = headers_json(&redactor(), &[
         ("Accept".into(), "a".into()),
         ("accept".into(), "b".into()),
         ("X-Request-Id".into(), "r1".into()),
@@ -622,4 +599,167 @@ fn a_request_parse_that_stopped_says_why() {
         str_attr(&r, key::LLMTAP_REQUEST_BODY_PARSE_STOPPED),
         Some("ratio_limit")
     );
+}
+
+/// The headers JSON as it was written before it was written in one pass: redacted pairs put
+/// in a serde_json map.
+fn reference_headers_json(redactor: &Redactor, headers: &[(String, String)]) -> String {
+    let mut map = serde_json::Map::new();
+    let mut size = 2;
+    let mut omitted = 0usize;
+    for (name, value) in redactor.redact_headers(headers) {
+        let name = name.to_ascii_lowercase();
+        let value = cut_with_ellipsis(&value, 1024).into_owned();
+        let cost = escaped_len(&name) + escaped_len(&value) + 6;
+        if size + cost > 12 * 1024 - 64 {
+            omitted += 1;
+            continue;
+        }
+        size += cost;
+        match map.get_mut(&name) {
+            Some(serde_json::Value::String(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&value);
+            }
+            _ => {
+                map.insert(name, serde_json::Value::String(value));
+            }
+        }
+    }
+    if omitted > 0 {
+        let count = serde_json::Value::from(omitted);
+        map.insert("llmtap.omitted_headers".to_owned(), count);
+    }
+    serde_json::Value::Object(map).to_string()
+}
+
+/// The body document as serde_json wrote it before, from these structs.
+fn reference_body<'a>(parts: [(&'a LoggedBody<'a>, &'a str, bool); 2]) -> String {
+    #[derive(serde::Serialize)]
+    struct BodyDoc<'a> {
+        request: BodyPart<'a>,
+        response: BodyPart<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct BodyPart<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        body: Option<&'a str>,
+        truncated: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        decode_error: Option<&'a str>,
+    }
+    let part = |(logged, text, trimmed): (&'a LoggedBody, &'a str, bool)| BodyPart {
+        body: logged.decode_error.is_none().then_some(text),
+        truncated: logged.truncated || trimmed,
+        decode_error: logged.decode_error.as_deref(),
+    };
+    serde_json::to_string(&BodyDoc {
+        request: part(parts[0]),
+        response: part(parts[1]),
+    })
+    .unwrap()
+}
+
+fn header_strategy() -> impl proptest::strategy::Strategy<Value = Vec<(String, String)>> {
+    use proptest::prelude::*;
+    let name = prop_oneof![
+        proptest::sample::select(&[
+            "Accept", "accept", "user-agent", "User-Agent", "x-api-key", "llmtap.omitted_headers",
+            "llmtap.a", "llmtap.z", "a", "z", "x-ratelimit-limit", "X-Stainless-Os", "cookie",
+        ][..])
+        .prop_map(str::to_owned),
+        "[A-Za-z0-9.-]{1,12}",
+    ];
+    let value = prop_oneof![
+        ".{0,30}",
+        Just(format!("tool/1 key={ANTHROPIC_KEY}")),
+        Just("\"quoted\\\u{1}\n\t".to_owned()),
+        (0usize..3000).prop_map(|n| "v".repeat(n)),
+        (0usize..600).prop_map(|n| "é".repeat(n)),
+    ];
+    let one = (name, value);
+    prop_oneof![
+        proptest::collection::vec(one.clone(), 0..12),
+        proptest::collection::vec(one, 20..120),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn headers_json_is_what_the_map_gave(headers in header_strategy()) {
+        let redactor = redactor();
+        proptest::prop_assert_eq!(
+            headers_json(&redactor, &headers),
+            reference_headers_json(&redactor, &headers)
+        );
+    }
+
+    #[test]
+    fn body_document_is_what_serde_gave(
+        texts in proptest::collection::vec(".{0,40}|[\u{0}-\u{7f}]{0,40}", 2),
+        flags in proptest::collection::vec(proptest::prelude::any::<bool>(), 4),
+        errors in proptest::collection::vec(proptest::option::of(".{0,20}"), 2),
+    ) {
+        let logged: Vec<LoggedBody> = (0..2)
+            .map(|i| LoggedBody {
+                decoded: None,
+                text: std::borrow::Cow::Borrowed(""),
+                truncated: flags[i],
+                decode_error: errors[i].clone(),
+            })
+            .collect();
+        let parts = [0, 1].map(|i| (&logged[i], texts[i].as_str(), flags[i + 2]));
+        proptest::prop_assert_eq!(super::body::render(parts[0], parts[1], 0), reference_body(parts));
+    }
+
+    #[test]
+    fn escaping_is_serde_json_escaping(text in ".{0,64}|[\u{0}-\u{7f}]{0,64}") {
+        let mut ours = String::new();
+        super::fit::push_json_str(&mut ours, &text);
+        proptest::prop_assert_eq!(&ours, &serde_json::to_string(&text).unwrap());
+        proptest::prop_assert_eq!(ours.len(), escaped_len(&text) + 2);
+    }
+}
+
+#[test]
+fn every_ascii_byte_escapes_as_serde_json_does() {
+    for byte in 0u8..=0x7f {
+        let text = char::from(byte).to_string();
+        let mut ours = String::new();
+        super::fit::push_json_str(&mut ours, &text);
+        assert_eq!(ours, serde_json::to_string(&text).unwrap(), "{byte:#x}");
+    }
+}
+
+#[test]
+fn an_unencoded_body_is_borrowed_not_copied() {
+    let exchange = anthropic_exchange();
+    let redactor = redactor();
+    let ctx = RecordContext {
+        redactor: &redactor,
+        max_record_bytes: 256 * 1024,
+        body_decode_limit: 1024,
+    };
+    let logged = LoggedBody::decode(&exchange.response_body, &ctx);
+    assert!(matches!(logged.text, std::borrow::Cow::Borrowed(_)));
+    assert!(matches!(logged.decoded, Some(std::borrow::Cow::Borrowed(_))));
+    let record = build_record(&exchange, &ctx);
+    let url = record.attribute(key::URL_FULL).unwrap();
+    assert!(matches!(url, AttrValue::Str(std::borrow::Cow::Borrowed(_))));
+    // The decode limit cuts a borrowed body as the identity decoder cut it.
+    let short = RecordContext {
+        body_decode_limit: 5,
+        ..ctx
+    };
+    let cut = LoggedBody::decode(&exchange.response_body, &short);
+    let (decoded, limited) = crate::providers::decode::decode_body(
+        None,
+        &exchange.response_body.bytes,
+        5,
+    )
+    .unwrap();
+    assert_eq!(cut.decoded.as_deref(), Some(decoded.as_slice()));
+    assert!(limited && cut.truncated);
 }

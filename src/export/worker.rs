@@ -36,7 +36,7 @@ pub(crate) struct RecordBuilder {
 }
 
 impl RecordBuilder {
-    pub(crate) fn build(&self, items: &[Record]) -> Vec<LogRecordData> {
+    pub(crate) fn build<'a>(&self, items: &'a [Record]) -> Vec<LogRecordData<'a>> {
         let ctx = RecordContext {
             redactor: &self.redactor,
             max_record_bytes: self.max_record_bytes,

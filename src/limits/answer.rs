@@ -2,31 +2,19 @@
 //! official SDKs surface it as their rate-limit error.
 
 use crate::providers::ApiShape;
-
-/// Which error shape a provider's SDK reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorShape {
-    Anthropic,
-    OpenAi,
-    Gemini,
-}
+/// Which error shape a provider's SDK reads (each API's provider file says which).
+pub use crate::providers::ErrorShape;
 
 impl ErrorShape {
     /// By the API the request spoke, else by the provider's name.
     pub fn of(provider: Option<&str>, shape: ApiShape) -> ErrorShape {
-        match shape {
-            ApiShape::AnthropicMessages => return ErrorShape::Anthropic,
-            ApiShape::GeminiGenerate => return ErrorShape::Gemini,
-            ApiShape::OpenAiChat
-            | ApiShape::OpenAiResponses
-            | ApiShape::OpenAiCompletions
-            | ApiShape::OpenAiEmbeddings => return ErrorShape::OpenAi,
-            ApiShape::Unknown => {}
+        if let Some(shape) = shape.error_shape() {
+            return shape;
         }
         match provider {
-            Some("anthropic") => ErrorShape::Anthropic,
             Some(p) if p.starts_with("gcp.") => ErrorShape::Gemini,
-            _ => ErrorShape::OpenAi,
+            Some(p) => ErrorShape::of_provider_name(p).unwrap_or(ErrorShape::OpenAi),
+            None => ErrorShape::OpenAi,
         }
     }
 }
@@ -48,6 +36,11 @@ pub fn rate_limit_body(shape: ErrorShape, message: &str) -> String {
         ErrorShape::Gemini => serde_json::json!({
             "error": {"code": 429, "message": message, "status": "RESOURCE_EXHAUSTED"},
         }),
+        // AWS SDKs take the error code from `__type` when no `x-amzn-ErrorType` header says it.
+        ErrorShape::Bedrock => serde_json::json!({
+            "__type": "ThrottlingException",
+            "message": message,
+        }),
     };
     doc.to_string()
 }
@@ -64,6 +57,10 @@ pub fn unavailable_body(shape: ErrorShape, message: &str) -> String {
         }),
         ErrorShape::Gemini => serde_json::json!({
             "error": {"code": 503, "message": message, "status": "UNAVAILABLE"},
+        }),
+        ErrorShape::Bedrock => serde_json::json!({
+            "__type": "ServiceUnavailableException",
+            "message": message,
         }),
     };
     doc.to_string()
@@ -99,5 +96,21 @@ mod tests {
             ErrorShape::of(Some("anthropic"), ApiShape::OpenAiChat),
             ErrorShape::OpenAi
         );
+        assert_eq!(
+            ErrorShape::of(Some("aws.bedrock"), ApiShape::Unknown),
+            ErrorShape::Bedrock
+        );
+        assert_eq!(
+            ErrorShape::of(Some("azure.ai.openai"), ApiShape::Unknown),
+            ErrorShape::OpenAi
+        );
+        assert_eq!(ErrorShape::of(None, ApiShape::Unknown), ErrorShape::OpenAi);
+        let bedrock: serde_json::Value =
+            serde_json::from_str(&rate_limit_body(ErrorShape::Bedrock, "m")).unwrap();
+        assert_eq!(bedrock["__type"], "ThrottlingException");
+        assert_eq!(bedrock["message"], "m");
+        let bedrock: serde_json::Value =
+            serde_json::from_str(&unavailable_body(ErrorShape::Bedrock, "m")).unwrap();
+        assert_eq!(bedrock["__type"], "ServiceUnavailableException");
     }
 }

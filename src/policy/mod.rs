@@ -86,7 +86,8 @@ pub struct ClientId {
     pub profile: Arc<str>,
 }
 
-/// Why a connection was refused; maps to a status and to `x-llmtap-error` / `error.type`.
+/// Why a connection was refused. Its status and side are in the proxy's failure table
+/// (`proxy::errors::FailureKind`, which a test keeps in step with [`DenyKind::as_str`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenyKind {
     /// Missing or bad proxy credentials: 407.
@@ -102,16 +103,6 @@ pub enum DenyKind {
 }
 
 impl DenyKind {
-    /// The HTTP status llmtap answers with.
-    pub fn status(self) -> u16 {
-        match self {
-            DenyKind::Auth => 407,
-            DenyKind::Policy | DenyKind::PrivateAddress => 403,
-            DenyKind::Resolve => 502,
-            DenyKind::BadTarget => 400,
-        }
-    }
-
     /// `x-llmtap-error` and `error.type`.
     pub fn as_str(self) -> &'static str {
         match self {

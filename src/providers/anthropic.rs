@@ -2,9 +2,42 @@
 
 use serde::Deserialize;
 
+use super::acc::{Acc, count, json_string, with_cached};
+use super::request::RequestKeys;
+use super::response::Format;
+use super::shape::{Api, Framing, Provider};
 use super::skim::{Path, Picker, Seg};
 use super::sse::SseEvent;
-use super::{Acc, Format, Usage, count, json_string};
+use super::{ApiShape, ErrorShape, Usage};
+
+impl ApiShape {
+    /// Anthropic Messages, `POST /v1/messages`.
+    #[allow(non_upper_case_globals)]
+    pub const AnthropicMessages: ApiShape = ApiShape::named("AnthropicMessages");
+}
+
+/// Anthropic Messages.
+pub(crate) struct Messages(Api);
+pub(crate) static MESSAGES: Messages = Messages(Api {
+    shape: ApiShape::AnthropicMessages,
+    operation: "chat",
+    provider: "anthropic",
+    errors: ErrorShape::Anthropic,
+    keys: RequestKeys::top_level(&[&[&[b"max_tokens"]]]),
+    framing: Framing::Sse,
+});
+
+impl Provider for Messages {
+    fn api(&self) -> &Api {
+        &self.0
+    }
+    fn recognises(&self, path: &str) -> bool {
+        path.ends_with("/v1/messages")
+    }
+    fn response_format(&self) -> Box<dyn Format> {
+        Box::new(Anthropic::default())
+    }
+}
 
 /// Anthropic's own counts; `input_tokens` there excludes cached tokens, OTel's includes them.
 #[derive(Debug, Default, Deserialize)]
@@ -104,13 +137,12 @@ impl Format for Anthropic {
     fn into_acc(self: Box<Self>) -> Acc {
         let mut acc = self.acc;
         let r = self.raw;
-        // Counts are never negative (see `count`): a hostile upstream's huge ones saturate.
-        let cached = r
-            .cache_read_input_tokens
-            .unwrap_or(0)
-            .saturating_add(r.cache_creation_input_tokens.unwrap_or(0));
         acc.usage = Usage {
-            input_tokens: r.input_tokens.map(|i| i.saturating_add(cached)),
+            input_tokens: with_cached(
+                r.input_tokens,
+                r.cache_read_input_tokens,
+                r.cache_creation_input_tokens,
+            ),
             output_tokens: r.output_tokens,
             cache_read_input_tokens: r.cache_read_input_tokens,
             cache_creation_input_tokens: r.cache_creation_input_tokens,
@@ -122,7 +154,7 @@ impl Format for Anthropic {
 
 #[cfg(test)]
 mod tests {
-    use crate::providers::tests::{Case, check_cases};
+    use crate::providers::testkit::{Case, check_fixtures};
     use crate::providers::{ApiShape, UsageSource};
 
     const JSON: Option<&str> = Some("application/json");
@@ -131,144 +163,146 @@ mod tests {
     #[test]
     fn anthropic_fixtures() {
         let shape = ApiShape::AnthropicMessages;
-        check_cases(&[
-            Case {
-                name: "message json",
-                shape,
-                content_type: JSON,
-                status: 200,
-                body: include_bytes!("../../tests/fixtures/providers/anthropic/message.json"),
-                model: Some("claude-sonnet-4-5-20250929"),
-                id: Some("msg_01XFDUDYJgAACzvnptvVoYEL"),
-                finish: &["end_turn"],
-                usage: [
-                    Some(2095 + 1800 + 320),
-                    Some(503),
-                    Some(1800),
-                    Some(320),
-                    None,
-                ],
-                source: UsageSource::Response,
-                error: None,
-                is_stream: false,
-            },
-            Case {
-                name: "tool use json",
-                shape,
-                content_type: JSON,
-                status: 200,
-                body: include_bytes!("../../tests/fixtures/providers/anthropic/tool_use.json"),
-                model: Some("claude-opus-4-1-20250805"),
-                id: Some("msg_01Aq9w938a90dw8q"),
-                finish: &["tool_use"],
-                usage: [Some(472), Some(89), Some(0), Some(0), None],
-                source: UsageSource::Response,
-                error: None,
-                is_stream: false,
-            },
-            Case {
-                name: "stream",
-                shape,
-                content_type: SSE,
-                status: 200,
-                body: include_bytes!("../../tests/fixtures/providers/anthropic/stream.sse"),
-                model: Some("claude-sonnet-4-5-20250929"),
-                id: Some("msg_014p7gG3wDgGV9EUtLvnow3U"),
-                finish: &["end_turn"],
-                usage: [Some(12 + 2048 + 310), Some(87), Some(2048), Some(310), None],
-                source: UsageSource::Stream,
-                error: None,
-                is_stream: true,
-            },
-            Case {
-                name: "stream whose message_delta repeats input and cache counts",
-                shape,
-                content_type: SSE,
-                status: 200,
-                body: include_bytes!(
-                    "../../tests/fixtures/providers/anthropic/stream_delta_full_usage.sse"
-                ),
-                model: Some("claude-haiku-4-5-20251001"),
-                id: Some("msg_01Hq3Lz6b1dGZpZ8mXo5Ab2c"),
-                finish: &["max_tokens"],
-                usage: [Some(25 + 100), Some(64), Some(100), Some(0), None],
-                source: UsageSource::Stream,
-                error: None,
-                is_stream: true,
-            },
-            Case {
-                name: "stream cut after deltas",
-                shape,
-                content_type: SSE,
-                status: 200,
-                body: include_bytes!("../../tests/fixtures/providers/anthropic/stream_cut.sse"),
-                model: Some("claude-sonnet-4-5-20250929"),
-                id: Some("msg_01CutCutCutCutCutCutCut1"),
-                finish: &[],
-                usage: [Some(30 + 5000), Some(1), Some(5000), Some(0), None],
-                source: UsageSource::StreamCutShort,
-                error: None,
-                is_stream: true,
-            },
-            Case {
-                name: "stream ending in an error event",
-                shape,
-                content_type: SSE,
-                status: 200,
-                body: include_bytes!("../../tests/fixtures/providers/anthropic/stream_error.sse"),
-                model: Some("claude-sonnet-4-5-20250929"),
-                id: Some("msg_01ErrErrErrErrErrErrErr1"),
-                finish: &[],
-                usage: [Some(40), Some(1), Some(0), Some(0), None],
-                source: UsageSource::StreamCutShort,
-                error: Some(("overloaded_error", "Overloaded")),
-                is_stream: true,
-            },
-            Case {
-                name: "429",
-                shape,
-                content_type: JSON,
-                status: 429,
-                body: include_bytes!("../../tests/fixtures/providers/anthropic/error_429.json"),
-                model: None,
-                id: None,
-                finish: &[],
-                usage: [None; 5],
-                source: UsageSource::Absent,
-                error: Some((
-                    "rate_limit_error",
-                    "This request would exceed the rate limit for your organization (a1b2c3) of 50,000 input tokens per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits.",
-                )),
-                is_stream: false,
-            },
-            Case {
-                name: "400",
-                shape,
-                content_type: JSON,
-                status: 400,
-                body: include_bytes!("../../tests/fixtures/providers/anthropic/error_400.json"),
-                model: None,
-                id: None,
-                finish: &[],
-                usage: [None; 5],
-                source: UsageSource::Absent,
-                error: Some(("invalid_request_error", "max_tokens: Field required")),
-                is_stream: false,
-            },
-            Case {
-                name: "529 overloaded (500-class)",
-                shape,
-                content_type: JSON,
-                status: 529,
-                body: include_bytes!("../../tests/fixtures/providers/anthropic/error_500.json"),
-                model: None,
-                id: None,
-                finish: &[],
-                usage: [None; 5],
-                source: UsageSource::Absent,
-                error: Some(("api_error", "Internal server error")),
-                is_stream: false,
-            },
-        ]);
+        check_fixtures(
+            "anthropic",
+            &[
+                Case {
+                    name: "message json",
+                    shape,
+                    content_type: JSON,
+                    status: 200,
+                    file: "message.json",
+                    model: Some("claude-sonnet-4-5-20250929"),
+                    id: Some("msg_01XFDUDYJgAACzvnptvVoYEL"),
+                    finish: &["end_turn"],
+                    usage: [
+                        Some(2095 + 1800 + 320),
+                        Some(503),
+                        Some(1800),
+                        Some(320),
+                        None,
+                    ],
+                    source: UsageSource::Response,
+                    error: None,
+                    is_stream: false,
+                },
+                Case {
+                    name: "tool use json",
+                    shape,
+                    content_type: JSON,
+                    status: 200,
+                    file: "tool_use.json",
+                    model: Some("claude-opus-4-1-20250805"),
+                    id: Some("msg_01Aq9w938a90dw8q"),
+                    finish: &["tool_use"],
+                    usage: [Some(472), Some(89), Some(0), Some(0), None],
+                    source: UsageSource::Response,
+                    error: None,
+                    is_stream: false,
+                },
+                Case {
+                    name: "stream",
+                    shape,
+                    content_type: SSE,
+                    status: 200,
+                    file: "stream.sse",
+                    model: Some("claude-sonnet-4-5-20250929"),
+                    id: Some("msg_014p7gG3wDgGV9EUtLvnow3U"),
+                    finish: &["end_turn"],
+                    usage: [Some(12 + 2048 + 310), Some(87), Some(2048), Some(310), None],
+                    source: UsageSource::Stream,
+                    error: None,
+                    is_stream: true,
+                },
+                Case {
+                    name: "stream whose message_delta repeats input and cache counts",
+                    shape,
+                    content_type: SSE,
+                    status: 200,
+                    file: "stream_delta_full_usage.sse",
+                    model: Some("claude-haiku-4-5-20251001"),
+                    id: Some("msg_01Hq3Lz6b1dGZpZ8mXo5Ab2c"),
+                    finish: &["max_tokens"],
+                    usage: [Some(25 + 100), Some(64), Some(100), Some(0), None],
+                    source: UsageSource::Stream,
+                    error: None,
+                    is_stream: true,
+                },
+                Case {
+                    name: "stream cut after deltas",
+                    shape,
+                    content_type: SSE,
+                    status: 200,
+                    file: "stream_cut.sse",
+                    model: Some("claude-sonnet-4-5-20250929"),
+                    id: Some("msg_01CutCutCutCutCutCutCut1"),
+                    finish: &[],
+                    usage: [Some(30 + 5000), Some(1), Some(5000), Some(0), None],
+                    source: UsageSource::StreamCutShort,
+                    error: None,
+                    is_stream: true,
+                },
+                Case {
+                    name: "stream ending in an error event",
+                    shape,
+                    content_type: SSE,
+                    status: 200,
+                    file: "stream_error.sse",
+                    model: Some("claude-sonnet-4-5-20250929"),
+                    id: Some("msg_01ErrErrErrErrErrErrErr1"),
+                    finish: &[],
+                    usage: [Some(40), Some(1), Some(0), Some(0), None],
+                    source: UsageSource::StreamCutShort,
+                    error: Some(("overloaded_error", "Overloaded")),
+                    is_stream: true,
+                },
+                Case {
+                    name: "429",
+                    shape,
+                    content_type: JSON,
+                    status: 429,
+                    file: "error_429.json",
+                    model: None,
+                    id: None,
+                    finish: &[],
+                    usage: [None; 5],
+                    source: UsageSource::Absent,
+                    error: Some((
+                        "rate_limit_error",
+                        "This request would exceed the rate limit for your organization (a1b2c3) of 50,000 input tokens per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits.",
+                    )),
+                    is_stream: false,
+                },
+                Case {
+                    name: "400",
+                    shape,
+                    content_type: JSON,
+                    status: 400,
+                    file: "error_400.json",
+                    model: None,
+                    id: None,
+                    finish: &[],
+                    usage: [None; 5],
+                    source: UsageSource::Absent,
+                    error: Some(("invalid_request_error", "max_tokens: Field required")),
+                    is_stream: false,
+                },
+                Case {
+                    name: "529 overloaded (500-class)",
+                    shape,
+                    content_type: JSON,
+                    status: 529,
+                    file: "error_500.json",
+                    model: None,
+                    id: None,
+                    finish: &[],
+                    usage: [None; 5],
+                    source: UsageSource::Absent,
+                    error: Some(("api_error", "Internal server error")),
+                    is_stream: false,
+                },
+            ],
+            &[],
+        );
     }
 }

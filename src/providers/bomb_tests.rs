@@ -4,6 +4,7 @@ use std::io::Write;
 use std::sync::OnceLock;
 
 use brotli::concat::{BroCatli, BroCatliResult};
+use bytes::Bytes;
 
 use super::decode::{Flow, Stepped, StreamDecoder};
 use super::*;
@@ -259,7 +260,7 @@ fn sliced_and_whole_parsing_agree() {
         Some("zstd"),
         Some("deflate"),
     ] {
-        let packed = tests::compress(encoding.unwrap_or("identity"), body.as_bytes());
+        let packed = testkit::compress(encoding.unwrap_or("identity"), body.as_bytes());
         let mut whole = RequestParser::new(ApiShape::OpenAiChat, "/v1/chat/completions", encoding);
         whole.feed(&packed);
         let mut sliced = RequestParser::new(ApiShape::OpenAiChat, "/v1/chat/completions", encoding);
@@ -282,7 +283,7 @@ fn paused_decoders_resume_where_they_were() {
         .flat_map(|i| (i % 251).to_le_bytes())
         .collect();
     for encoding in ["gzip", "deflate", "br", "zstd"] {
-        let packed = tests::compress(encoding, &data);
+        let packed = testkit::compress(encoding, &data);
         for split in [1usize, 777, packed.len()] {
             let mut d = StreamDecoder::new(Some(encoding)).unwrap();
             let mut out = Vec::new();

@@ -1,21 +1,15 @@
 //! Content-encoding decoding (gzip, deflate, br, zstd) of captured and streamed bodies, output in bounded pieces.
+//!
+//! Each coding is a kept crate's own decoder (see `codecs`) behind one small call: take some
+//! input, write at most one output piece, keep its place. One loop (`pump`) hands the pieces
+//! on, pausing or stopping when the receiver says so.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod codecs;
 
-use brotli::enc::StandardAlloc;
-use brotli::{Allocator, BrotliDecompressStream, BrotliResult, BrotliState, SliceWrapper};
-use flate2::{Decompress, FlushDecompress, Status};
-use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer};
+use codecs::{Codec, Fault};
 
 /// Decoded bytes are handed on in pieces of at most this size, whatever the compression ratio.
 const OUT_PIECE: usize = 32 * 1024;
-/// A gzip header with a longer file name or comment is not something an HTTP server sends.
-const MAX_GZIP_HEADER: usize = 64 * 1024;
-/// What one inflate state holds (its 32 KiB window and tables), for [`StreamDecoder::memory`].
-const INFLATE_STATE: usize = 48 * 1024;
-/// zstd window cap (8 MiB, RFC 8878's advice for HTTP) so a frame cannot make us allocate more.
-const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -23,6 +17,9 @@ pub enum DecodeError {
     Unsupported(String),
     #[error("corrupt {encoding} body: {reason}")]
     Corrupt { encoding: String, reason: String },
+    /// The stream asked for a larger window than llmtap allows a decoder.
+    #[error("{encoding} body needs more decoder memory than allowed: {reason}")]
+    TooLarge { encoding: String, reason: String },
 }
 
 /// What the receiver of a decoded piece wants next.
@@ -47,26 +44,6 @@ pub(crate) enum Stepped {
     /// The receiver paused after this many input bytes were used; the decoder may still hold
     /// output: call again with the rest of the input (possibly none) to get it.
     Paused(usize),
-}
-
-/// What a decompressor's run over some input ended with.
-#[derive(Debug, Clone, Copy)]
-struct Run {
-    /// Input bytes used; all of them unless `flow` is `Pause`.
-    used: usize,
-    flow: Flow,
-}
-
-impl Run {
-    fn of(input: &[u8], used: usize, flow: Flow) -> Run {
-        match flow {
-            Flow::Pause => Run { used, flow },
-            _ => Run {
-                used: input.len(),
-                flow,
-            },
-        }
-    }
 }
 
 /// Decode a whole captured body for logging, output bounded by `limit` bytes (zip-bomb safe); returns (decoded, truncated_by_limit). identity/None returns the input.
@@ -96,18 +73,12 @@ pub fn decode_body(
 /// Streaming decoder used by ResponseParser: push compressed bytes, get decoded bytes out.
 pub struct StreamDecoder {
     encoding: &'static str,
-    inner: Inner,
+    /// `None`: the identity coding.
+    codec: Option<Codec>,
     out: Vec<u8>,
-    failed: Option<String>,
-    stopped: bool,
-}
-
-enum Inner {
-    Identity,
-    Gzip(Gzip),
-    Deflate(Deflate),
-    Brotli(Box<Brotli>),
-    Zstd(Box<DCtx<'static>>),
+    failed: Option<Fault>,
+    /// Stopped by the receiver, or the stream ended: further input is ignored.
+    done: bool,
 }
 
 impl std::fmt::Debug for StreamDecoder {
@@ -142,28 +113,17 @@ impl StreamDecoder {
     /// Supports gzip, x-gzip, deflate (zlib-wrapped and raw), br, zstd, identity; stacked encodings are Unsupported.
     pub fn new(encoding: Option<&str>) -> Result<StreamDecoder, DecodeError> {
         let name = coding(encoding)?;
-        let inner = match name {
-            "gzip" | "x-gzip" => Inner::Gzip(Gzip::default()),
-            "deflate" => Inner::Deflate(Deflate::default()),
-            "br" => Inner::Brotli(Box::new(Brotli::new())),
-            "zstd" => Inner::Zstd(Box::new(zstd_decoder().map_err(|reason| {
-                DecodeError::Corrupt {
-                    encoding: name.to_string(),
-                    reason,
-                }
-            })?)),
-            _ => Inner::Identity,
-        };
-        let out = match inner {
-            Inner::Identity => Vec::new(),
-            _ => vec![0; OUT_PIECE],
+        let codec = Codec::new(name).map_err(|fault| fault.error(name))?;
+        let out = match codec {
+            None => Vec::new(),
+            Some(_) => vec![0; OUT_PIECE],
         };
         Ok(StreamDecoder {
             encoding: name,
-            inner,
+            codec,
             out,
             failed: None,
-            stopped: false,
+            done: false,
         })
     }
 
@@ -191,7 +151,7 @@ impl StreamDecoder {
 
     /// The identity coding: bytes pass through as they are.
     pub(crate) fn is_identity(&self) -> bool {
-        matches!(self.inner, Inner::Identity)
+        self.codec.is_none()
     }
 
     /// Decode `input`, handing the output to `emit` in pieces of at most 32 KiB, until the input
@@ -202,37 +162,26 @@ impl StreamDecoder {
         input: &[u8],
         emit: &mut Emit<'_>,
     ) -> Result<Stepped, DecodeError> {
-        if let Some(reason) = &self.failed {
-            return Err(self.corrupt(reason.clone()));
+        if let Some(fault) = &self.failed {
+            return Err(fault.error(self.encoding));
         }
-        if self.stopped {
+        if self.done {
             return Ok(Stepped::Consumed);
         }
-        let out = &mut self.out;
-        let run = match &mut self.inner {
-            Inner::Identity if input.is_empty() => Ok(Run::of(input, 0, Flow::Go)),
+        let Some(codec) = self.codec.as_mut() else {
             // The piece is handed on whole: the caller bounds identity input itself.
-            Inner::Identity => Ok(match emit(input) {
-                Flow::Stop => Run::of(input, 0, Flow::Stop),
-                _ => Run::of(input, 0, Flow::Go),
-            }),
-            Inner::Gzip(g) => g.push(input, out, emit),
-            Inner::Deflate(d) => d.push(input, out, emit),
-            Inner::Brotli(b) => b.push(input, out, emit),
-            Inner::Zstd(z) => zstd_push(z, input, out, emit),
+            self.done = !input.is_empty() && emit(input) == Flow::Stop;
+            return Ok(Stepped::Consumed);
         };
-        match run {
-            Ok(Run {
-                used,
-                flow: Flow::Pause,
-            }) => Ok(Stepped::Paused(used)),
-            Ok(Run { flow, .. }) => {
-                self.stopped = flow == Flow::Stop;
-                Ok(Stepped::Consumed)
+        match pump(codec, input, &mut self.out, emit) {
+            Ok((stepped, done)) => {
+                self.done = done;
+                Ok(stepped)
             }
-            Err(reason) => {
-                self.failed = Some(reason.clone());
-                Err(self.corrupt(reason))
+            Err(fault) => {
+                let error = fault.error(self.encoding);
+                self.failed = Some(fault);
+                Err(error)
             }
         }
     }
@@ -241,372 +190,50 @@ impl StreamDecoder {
     /// brotli ring buffer and tables as allocated, the zstd context with its window). A stream
     /// decides how large its window is, so callers charge this to a budget and give up past it.
     pub(crate) fn memory(&self) -> usize {
-        let state = match &self.inner {
-            Inner::Identity => 0,
-            Inner::Gzip(g) => g.memory(),
-            Inner::Deflate(d) => d.memory(),
-            Inner::Brotli(b) => b.used.load(Ordering::Relaxed),
-            Inner::Zstd(z) => z.sizeof(),
-        };
+        let state = self.codec.as_ref().map_or(0, Codec::memory);
         state.saturating_add(self.out.capacity())
     }
-
-    fn corrupt(&self, reason: String) -> DecodeError {
-        DecodeError::Corrupt {
-            encoding: self.encoding.to_string(),
-            reason,
-        }
-    }
 }
 
-/// What one run of a decompressor over some input did.
-struct Step {
-    used: usize,
-    ended: bool,
-    flow: Flow,
-}
-
-/// Inflate `input` with `d`, emitting output piece by piece, until the input is used up, the
-/// stream ends or `emit` pauses or stops. Empty input flushes output `d` still holds.
-fn inflate(
-    d: &mut Decompress,
+/// Run `codec` over `input`, handing each piece it makes to `emit`, until the input is used and
+/// the codec holds no more output, the stream ends, or `emit` pauses or stops. Returns how far
+/// it got and whether the decoder is done (ended or stopped).
+fn pump(
+    codec: &mut Codec,
     input: &[u8],
     out: &mut [u8],
     emit: &mut Emit<'_>,
-) -> Result<Step, String> {
-    let mut pos = 0;
+) -> Result<(Stepped, bool), Fault> {
+    let mut used = 0usize;
     loop {
-        let (in0, out0) = (d.total_in(), d.total_out());
-        let rest = input.get(pos..).unwrap_or_default();
-        let status = d
-            .decompress(rest, out, FlushDecompress::None)
-            .map_err(|e| e.to_string())?;
-        let used = usize::try_from(d.total_in().saturating_sub(in0)).unwrap_or(usize::MAX);
-        let made = usize::try_from(d.total_out().saturating_sub(out0)).unwrap_or(usize::MAX);
-        pos = pos.saturating_add(used).min(input.len());
-        let flow = match made {
+        let rest = input.get(used..).unwrap_or_default();
+        let step = codec.run(rest, out)?;
+        used = used.saturating_add(step.used).min(input.len());
+        let flow = match step.made {
             0 => Flow::Go,
-            _ => emit(out.get(..made).unwrap_or_default()),
+            made => emit(out.get(..made).unwrap_or_default()),
         };
-        let ended = status == Status::StreamEnd;
-        // Input used up is not enough: inflate may still hold decoded bytes that come out
-        // only on a further call, so go on until a call makes nothing.
-        let drained = pos >= input.len() && made == 0;
-        if used == 0 && made == 0 && !ended && !drained {
+        if step.ended || flow == Flow::Stop {
+            return Ok((Stepped::Consumed, true));
+        }
+        if flow == Flow::Pause {
+            return Ok((Stepped::Paused(used), false));
+        }
+        if step.used == 0 && step.made == 0 {
+            if rest.is_empty() {
+                // Input used up is not enough: a codec may hold decoded bytes that come out
+                // only on a further call, so this is the first call that made nothing.
+                return Ok((Stepped::Consumed, false));
+            }
             // Input left, room for output, yet no progress: a broken stream, not a reason to spin.
-            return Err("deflate stream makes no progress".to_string());
-        }
-        if flow != Flow::Go || ended || drained {
-            return Ok(Step {
-                used: pos,
-                ended,
-                flow,
-            });
-        }
-    }
-}
-
-/// Gzip members: header, raw deflate, 8-byte trailer (CRC not checked: this copy only feeds logs).
-enum GzPhase {
-    Header(Vec<u8>),
-    Body(Box<Decompress>),
-    Trailer(usize),
-    Between,
-    Trailing,
-}
-
-struct Gzip {
-    phase: GzPhase,
-}
-
-impl Gzip {
-    fn memory(&self) -> usize {
-        match &self.phase {
-            GzPhase::Header(buf) => buf.capacity(),
-            GzPhase::Body(_) => INFLATE_STATE,
-            _ => 0,
-        }
-    }
-}
-
-impl Default for Gzip {
-    fn default() -> Self {
-        Gzip {
-            phase: GzPhase::Header(Vec::new()),
-        }
-    }
-}
-
-impl Gzip {
-    fn push(&mut self, all: &[u8], out: &mut [u8], emit: &mut Emit<'_>) -> Result<Run, String> {
-        let mut input = all;
-        // Inside a member, run once even without input: a paused inflate may hold output.
-        let mut flush = matches!(self.phase, GzPhase::Body(_));
-        while std::mem::take(&mut flush) || !input.is_empty() {
-            input = match &mut self.phase {
-                GzPhase::Header(buf) => {
-                    let (rest, body) = gzip_header(buf, input)?;
-                    if body {
-                        self.phase = GzPhase::Body(Box::new(Decompress::new(false)));
-                    }
-                    rest
-                }
-                GzPhase::Body(d) => {
-                    let step = inflate(d, input, out, emit)?;
-                    if step.ended {
-                        self.phase = GzPhase::Trailer(8);
-                    }
-                    let rest = input.get(step.used..).unwrap_or_default();
-                    if step.flow != Flow::Go {
-                        let used = all.len().saturating_sub(rest.len());
-                        return Ok(Run::of(all, used, step.flow));
-                    }
-                    rest
-                }
-                GzPhase::Trailer(left) => {
-                    let n = (*left).min(input.len());
-                    *left = left.saturating_sub(n);
-                    if *left == 0 {
-                        self.phase = GzPhase::Between;
-                    }
-                    input.get(n..).unwrap_or_default()
-                }
-                GzPhase::Between => {
-                    // Another member, or padding/garbage after the last one, which browsers ignore too.
-                    self.phase = match input.first() {
-                        Some(0x1f) => GzPhase::Header(Vec::new()),
-                        _ => GzPhase::Trailing,
-                    };
-                    input
-                }
-                GzPhase::Trailing => &[],
-            };
-        }
-        Ok(Run::of(all, 0, Flow::Go))
-    }
-}
-
-/// Add `input` to the header bytes seen so far; returns the input left after the header and whether it is complete.
-fn gzip_header<'a>(buf: &mut Vec<u8>, input: &'a [u8]) -> Result<(&'a [u8], bool), String> {
-    let old = buf.len();
-    let room = MAX_GZIP_HEADER.saturating_sub(old).min(input.len());
-    buf.extend_from_slice(input.get(..room).unwrap_or_default());
-    match gzip_header_len(buf)? {
-        Some(len) => Ok((
-            input.get(len.saturating_sub(old)..).unwrap_or_default(),
-            true,
-        )),
-        None if buf.len() >= MAX_GZIP_HEADER => Err("gzip header too long".to_string()),
-        None => Ok((input.get(room..).unwrap_or_default(), false)),
-    }
-}
-
-/// Length of the gzip member header at the start of `h`, or None if more bytes are needed.
-fn gzip_header_len(h: &[u8]) -> Result<Option<usize>, String> {
-    for (i, want) in [0x1f_u8, 0x8b, 8].into_iter().enumerate() {
-        match h.get(i) {
-            None => return Ok(None),
-            Some(&b) if b != want => return Err("not a gzip stream".to_string()),
-            Some(_) => {}
-        }
-    }
-    let Some(&flags) = h.get(3) else {
-        return Ok(None);
-    };
-    let mut pos: usize = 10;
-    if flags & 0x04 != 0 {
-        let (Some(&lo), Some(&hi)) = (h.get(10), h.get(11)) else {
-            return Ok(None);
-        };
-        pos = pos.saturating_add(2 + usize::from(u16::from_le_bytes([lo, hi])));
-    }
-    for bit in [0x08, 0x10] {
-        if flags & bit != 0 {
-            let Some(nul) = h.get(pos..).and_then(|t| memchr::memchr(0, t)) else {
-                return Ok(None);
-            };
-            pos = pos.saturating_add(nul).saturating_add(1);
-        }
-    }
-    if flags & 0x02 != 0 {
-        pos = pos.saturating_add(2);
-    }
-    Ok((h.len() >= pos).then_some(pos))
-}
-
-/// HTTP `deflate` is meant to be zlib-wrapped, but some servers send raw deflate: the first two bytes tell.
-#[derive(Default)]
-struct Deflate {
-    sniff: Vec<u8>,
-    d: Option<Box<Decompress>>,
-    ended: bool,
-}
-
-impl Deflate {
-    fn memory(&self) -> usize {
-        self.d.as_ref().map_or(0, |_| INFLATE_STATE)
-    }
-
-    fn push(&mut self, all: &[u8], out: &mut [u8], emit: &mut Emit<'_>) -> Result<Run, String> {
-        let mut input = all;
-        if self.d.is_none() {
-            let need = 2usize.saturating_sub(self.sniff.len()).min(input.len());
-            self.sniff
-                .extend_from_slice(input.get(..need).unwrap_or_default());
-            input = input.get(need..).unwrap_or_default();
-            let [cmf, flg] = self.sniff.as_slice() else {
-                return Ok(Run::of(all, 0, Flow::Go));
-            };
-            let zlib = cmf & 0x0f == 8
-                && cmf >> 4 <= 7
-                && (u16::from(*cmf) << 8 | u16::from(*flg)) % 31 == 0;
-            self.d = Some(Box::new(Decompress::new(zlib)));
-            let head = std::mem::take(&mut self.sniff);
-            // Two bytes of deflate never fill the output buffer: a pause here has used them.
-            let run = self.run(&head, out, emit)?;
-            if run.flow != Flow::Go {
-                return Ok(Run::of(all, need, run.flow));
-            }
-        }
-        let run = self.run(input, out, emit)?;
-        let used = all
-            .len()
-            .saturating_sub(input.len())
-            .saturating_add(run.used);
-        Ok(Run::of(all, used, run.flow))
-    }
-
-    /// Empty input flushes what a paused inflate still holds.
-    fn run(&mut self, input: &[u8], out: &mut [u8], emit: &mut Emit<'_>) -> Result<Run, String> {
-        let Some(d) = &mut self.d else {
-            return Ok(Run::of(input, 0, Flow::Go));
-        };
-        if self.ended {
-            return Ok(Run::of(input, 0, Flow::Go));
-        }
-        let step = inflate(d, input, out, emit)?;
-        self.ended = step.ended;
-        Ok(Run::of(input, step.used, step.flow))
-    }
-}
-
-/// The standard allocator, counting the bytes the brotli state holds (its ring buffer is as
-/// large as the stream's window asks, up to 16 MiB, from the first few bytes on).
-#[derive(Clone, Default)]
-struct Counted(Arc<AtomicUsize>);
-
-impl<T: Clone + Default> Allocator<T> for Counted {
-    type AllocatedMemory = <StandardAlloc as Allocator<T>>::AllocatedMemory;
-
-    fn alloc_cell(&mut self, len: usize) -> Self::AllocatedMemory {
-        let bytes = len.saturating_mul(std::mem::size_of::<T>());
-        self.0.fetch_add(bytes, Ordering::Relaxed);
-        StandardAlloc::default().alloc_cell(len)
-    }
-
-    fn free_cell(&mut self, data: Self::AllocatedMemory) {
-        let bytes = data.slice().len().saturating_mul(std::mem::size_of::<T>());
-        let _ = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_sub(bytes))
-            });
-    }
-}
-
-struct Brotli {
-    state: BrotliState<Counted, Counted, Counted>,
-    used: Arc<AtomicUsize>,
-    done: bool,
-}
-
-impl Brotli {
-    fn new() -> Brotli {
-        let counted = Counted::default();
-        Brotli {
-            used: Arc::clone(&counted.0),
-            // Strict: no large-window extension, so the window stays within 16 MiB.
-            state: BrotliState::new_strict(counted.clone(), counted.clone(), counted),
-            done: false,
-        }
-    }
-
-    /// Empty input flushes what a paused stream still holds.
-    fn push(&mut self, input: &[u8], out: &mut [u8], emit: &mut Emit<'_>) -> Result<Run, String> {
-        let (mut avail_in, mut in_off) = (input.len(), 0);
-        while !self.done {
-            let (mut avail_out, mut out_off, mut total) = (out.len(), 0, 0);
-            let result = BrotliDecompressStream(
-                &mut avail_in,
-                &mut in_off,
-                input,
-                &mut avail_out,
-                &mut out_off,
-                out,
-                &mut total,
-                &mut self.state,
-            );
-            let flow = match out_off {
-                0 => Flow::Go,
-                _ => emit(out.get(..out_off).unwrap_or_default()),
-            };
-            // Out of input with the output buffer full: the ring buffer may hold more, flush it.
-            let full = out_off == out.len();
-            match result {
-                BrotliResult::ResultSuccess => self.done = true,
-                BrotliResult::NeedsMoreInput if !full => return Ok(Run::of(input, in_off, flow)),
-                BrotliResult::NeedsMoreInput | BrotliResult::NeedsMoreOutput => {}
-                BrotliResult::ResultFailure => return Err("corrupt brotli stream".to_string()),
-            }
-            if flow != Flow::Go {
-                return Ok(Run::of(input, in_off, flow));
-            }
-        }
-        Ok(Run::of(input, 0, Flow::Go))
-    }
-}
-
-fn zstd_decoder() -> Result<DCtx<'static>, String> {
-    let mut d = DCtx::try_create().ok_or("cannot create a zstd context")?;
-    d.set_parameter(DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX))
-        .map_err(zstd_error)?;
-    Ok(d)
-}
-
-fn zstd_error(code: usize) -> String {
-    zstd::zstd_safe::get_error_name(code).to_string()
-}
-
-/// Empty input flushes what a paused frame still holds.
-fn zstd_push(
-    d: &mut DCtx<'static>,
-    input: &[u8],
-    out: &mut [u8],
-    emit: &mut Emit<'_>,
-) -> Result<Run, String> {
-    let mut inb = InBuffer::around(input);
-    loop {
-        let before = inb.pos();
-        let mut outb = OutBuffer::around(&mut *out);
-        d.decompress_stream(&mut outb, &mut inb)
-            .map_err(zstd_error)?;
-        let made = outb.pos();
-        let flow = match made {
-            0 => Flow::Go,
-            _ => emit(out.get(..made).unwrap_or_default()),
-        };
-        if flow != Flow::Go {
-            return Ok(Run::of(input, inb.pos(), flow));
-        }
-        let drained = inb.pos() >= input.len() && made < out.len();
-        if drained || (made == 0 && inb.pos() == before) {
-            return Ok(Run::of(input, 0, Flow::Go));
+            return Err(Fault::Corrupt("stream makes no progress".to_string()));
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::codecs::ZSTD_WINDOW_LOG_MAX;
     use super::*;
     use std::io::Write;
 
@@ -804,20 +431,220 @@ mod tests {
                 "{enc} stays failed"
             );
         }
-        let err = decode_body(Some("gzip"), b"\x1f\x8b\x09", 10).unwrap_err();
-        assert_eq!(err.to_string(), "corrupt gzip body: not a gzip stream");
+        // flate2 reads the whole 10-byte header before it judges it (a shorter one is a cut).
+        assert!(decode_body(Some("gzip"), b"\x1f\x8b\x09", 10).is_ok());
+        let err = decode_body(Some("gzip"), b"\x1f\x8b\x09\0\0\0\0\0\0\x03", 10).unwrap_err();
+        assert_eq!(err.to_string(), "corrupt gzip body: invalid gzip header");
+    }
+
+    /// `body` (one gzip member from flate2, header of `header_len` bytes) with the FHCRC flag
+    /// set and `crc` (None: the right one) after the header.
+    fn with_header_crc(body: &[u8], header_len: usize, crc: Option<u16>) -> Vec<u8> {
+        let mut header = body[..header_len].to_vec();
+        header[3] |= 0x02;
+        let mut right = flate2::Crc::new();
+        right.update(&header);
+        let crc = crc.unwrap_or(right.sum() as u16);
+        [&header[..], &crc.to_le_bytes(), &body[header_len..]].concat()
     }
 
     #[test]
     fn gzip_header_with_crc_flag() {
         let body = gzip(b"hello");
-        let mut with_crc = body[..10].to_vec();
-        with_crc[3] |= 0x02;
-        with_crc.extend_from_slice(&[0xaa, 0xbb]);
-        with_crc.extend_from_slice(&body[10..]);
+        let good = with_header_crc(&body, 10, None);
+        assert_eq!(decode_body(Some("gzip"), &good, 100).unwrap().0, b"hello");
+        // The header CRC is checked (the hand parser used to skip it).
+        let right = u16::from_le_bytes([good[10], good[11]]);
+        let bad = with_header_crc(&body, 10, Some(right ^ 0x5a5a));
+        assert!(matches!(
+            decode_body(Some("gzip"), &bad, 100),
+            Err(DecodeError::Corrupt { .. })
+        ));
+    }
+
+    /// FEXTRA, FNAME, FCOMMENT and FHCRC together, at every split.
+    #[test]
+    fn gzip_header_fields_at_every_split() {
+        let data = sample();
+        let (extra, name, comment) = (vec![7u8; 300], "body.json", "a comment");
+        let mut e = flate2::GzBuilder::new()
+            .extra(extra.clone())
+            .filename(name)
+            .comment(comment)
+            .write(Vec::new(), flate2::Compression::default());
+        e.write_all(&data).unwrap();
+        let body = e.finish().unwrap();
+        let header_len = 10 + 2 + extra.len() + name.len() + 1 + comment.len() + 1;
+        let packed = with_header_crc(&body, header_len, None);
+        for split in [1, 2, 5, 11, 12, 313, 4096, packed.len()] {
+            let mut d = StreamDecoder::new(Some("gzip")).unwrap();
+            let mut out = Vec::new();
+            for piece in packed.chunks(split) {
+                d.push(piece, &mut out).unwrap();
+            }
+            assert!(out == data, "split {split}");
+        }
+        // A reserved flag bit is refused (RFC 1952).
+        let mut reserved = body.clone();
+        reserved[3] |= 0x20;
+        assert!(decode_body(Some("gzip"), &reserved, usize::MAX).is_err());
+    }
+
+    /// The trailer's CRC-32 and length are checked as soon as the trailer is in, whatever the
+    /// chunking, for the last member and the ones before it.
+    #[test]
+    fn bad_gzip_crc_or_length_is_corrupt() {
+        let data = sample();
+        let one = gzip(&data);
+        let n = one.len();
+        for (what, at) in [
+            ("crc", n - 8),
+            ("crc", n - 5),
+            ("length", n - 4),
+            ("length", n - 1),
+        ] {
+            let mut bad = one.clone();
+            bad[at] ^= 0x10;
+            for packed in [bad.clone(), [bad.clone(), gzip(b"second")].concat()] {
+                for split in [1, 3, 1000, packed.len()] {
+                    let mut d = StreamDecoder::new(Some("gzip")).unwrap();
+                    let mut out = Vec::new();
+                    let failed = packed.chunks(split).any(|p| d.push(p, &mut out).is_err());
+                    assert!(failed, "{what} at {at}, split {split}");
+                    assert!(out == data, "{what}: the data itself came out");
+                }
+                let err = decode_body(Some("gzip"), &packed, usize::MAX).unwrap_err();
+                assert!(
+                    matches!(&err, DecodeError::Corrupt { reason, .. } if reason.contains("checksum")),
+                    "{err}"
+                );
+            }
+        }
+        // The first member's CRC, with more members after it.
+        let mut first = gzip(b"first");
+        let at = first.len() - 8;
+        first[at] ^= 1;
+        let packed = [first, gzip(b"second"), gzip(b"third")].concat();
+        assert!(decode_body(Some("gzip"), &packed, usize::MAX).is_err());
+    }
+
+    /// Many members, empty ones among them, then padding or garbage: the members decode and
+    /// what follows is ignored unless it looks like another member.
+    #[test]
+    fn gzip_members_and_what_follows_them() {
+        let parts: Vec<&[u8]> = vec![b"one ", b"", b"two ", b"three"];
+        let members: Vec<u8> = parts.iter().flat_map(|p| gzip(p)).collect();
+        for tail in [
+            &b""[..],
+            &[0; 3],
+            &[0; 40],
+            b"<html>garbage after the body</html>",
+        ] {
+            let packed = [&members[..], tail].concat();
+            for split in [1, 2, 17, packed.len()] {
+                let mut d = StreamDecoder::new(Some("gzip")).unwrap();
+                let mut out = Vec::new();
+                for piece in packed.chunks(split) {
+                    d.push(piece, &mut out).unwrap();
+                }
+                assert_eq!(out, b"one two three", "tail {tail:?}, split {split}");
+            }
+        }
+        // A byte that could start a member is taken for one.
+        let packed = [&members[..], b"\x1f\x00 not gzip"].concat();
+        assert!(decode_body(Some("gzip"), &packed, usize::MAX).is_err());
+    }
+
+    /// A gzip stream cut anywhere (header, body, trailer, between members) decodes to a prefix
+    /// of its data without error, the same whole as bytewise.
+    #[test]
+    fn a_gzip_stream_cut_anywhere_decodes_a_prefix() {
+        let data = sample();
+        let (a, b) = data.split_at(data.len() / 2);
+        let mut e = flate2::GzBuilder::new()
+            .filename("a.txt")
+            .extra(vec![1, 2, 3])
+            .write(Vec::new(), flate2::Compression::default());
+        e.write_all(a).unwrap();
+        let packed = [e.finish().unwrap(), gzip(b)].concat();
+        for cut in (0..=packed.len())
+            .step_by(7)
+            .chain([packed.len() - 1, packed.len()])
+        {
+            let prefix = &packed[..cut];
+            let (whole, _) = decode_body(Some("gzip"), prefix, usize::MAX).unwrap();
+            assert!(data.starts_with(&whole), "cut {cut}");
+            let mut d = StreamDecoder::new(Some("gzip")).unwrap();
+            let mut bytewise = Vec::new();
+            for byte in prefix.chunks(1) {
+                d.push(byte, &mut bytewise).unwrap();
+            }
+            assert!(
+                bytewise == whole,
+                "cut {cut}: {} vs {}",
+                bytewise.len(),
+                whole.len()
+            );
+        }
         assert_eq!(
-            decode_body(Some("gzip"), &with_crc, 100).unwrap().0,
-            b"hello"
+            decode_body(Some("gzip"), &packed, usize::MAX).unwrap().0,
+            data
         );
+    }
+
+    /// At about 1000:1 one call's input decodes to far more than an output piece: at a cut,
+    /// what flate2 still holds in its window must come out as it does in small pieces.
+    #[test]
+    fn a_cut_high_ratio_gzip_stream_flushes_its_window() {
+        let zeros = vec![0u8; 8 << 20];
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&zeros).unwrap();
+        let packed = e.finish().unwrap();
+        for cut in [40, 333, 1000, 4097, packed.len() - 9, packed.len() - 3] {
+            let prefix = &packed[..cut];
+            let (whole, _) = decode_body(Some("gzip"), prefix, usize::MAX).unwrap();
+            for split in [1, 2, 64] {
+                let mut d = StreamDecoder::new(Some("gzip")).unwrap();
+                let mut out = Vec::new();
+                for piece in prefix.chunks(split) {
+                    d.push(piece, &mut out).unwrap();
+                }
+                assert_eq!(out.len(), whole.len(), "cut {cut}, split {split}");
+            }
+        }
+    }
+
+    /// A zstd frame of `window_log` bits without a content size (so its header names that window).
+    fn zstd_window(window_log: u32) -> Vec<u8> {
+        let mut packed = Vec::new();
+        let mut e = zstd::stream::write::Encoder::new(&mut packed, 3).unwrap();
+        e.window_log(window_log).unwrap();
+        e.include_contentsize(false).unwrap();
+        e.write_all(&sample()).unwrap();
+        e.finish().unwrap();
+        packed
+    }
+
+    #[test]
+    fn a_zstd_window_over_the_limit_needs_too_much_memory() {
+        assert_eq!(
+            decode_body(Some("zstd"), &zstd_window(ZSTD_WINDOW_LOG_MAX), usize::MAX)
+                .unwrap()
+                .0,
+            sample()
+        );
+        let packed = zstd_window(ZSTD_WINDOW_LOG_MAX + 1);
+        let err = decode_body(Some("zstd"), &packed, usize::MAX).unwrap_err();
+        assert!(matches!(err, DecodeError::TooLarge { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("zstd body needs more decoder memory"),
+            "{err}"
+        );
+        // Refused from the frame header on, before any window is allocated.
+        let mut d = StreamDecoder::new(Some("zstd")).unwrap();
+        let mut out = Vec::new();
+        assert!(d.push(&packed[..16], &mut out).is_err());
+        assert!(d.memory() < 1 << 20, "{}", d.memory());
     }
 }

@@ -170,8 +170,11 @@ impl Inflow {
                 self.resume = true;
                 used
             }
-            Err(_) => {
-                self.stop = Some(ParseStop::CorruptEncoding);
+            Err(error) => {
+                self.stop = Some(match error {
+                    DecodeError::TooLarge { .. } => ParseStop::MemoryLimit,
+                    _ => ParseStop::CorruptEncoding,
+                });
                 input.len()
             }
         };
@@ -179,5 +182,170 @@ impl Inflow {
             self.stop = Some(ParseStop::RatioLimit);
         }
         (used, made.saturating_add(used))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn inflow(encoding: &str) -> Inflow {
+        Inflow::new(StreamDecoder::new(Some(encoding)))
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// `packed` fed whole and offered in `chunk`-byte pieces worked in slices: (stop, bytes out).
+    fn both_ways(encoding: &str, packed: &[u8], chunk: usize) -> [(Option<ParseStop>, usize); 2] {
+        let mut fed = inflow(encoding);
+        let mut n = 0;
+        fed.feed(packed, &mut |p| n += p.len());
+        let mut worked = inflow(encoding);
+        let mut m = 0;
+        for piece in packed.chunks(chunk) {
+            worked.offer(Bytes::copy_from_slice(piece));
+            while worked.work(&mut |p| m += p.len()) {}
+        }
+        assert_eq!(
+            (fed.memory(), worked.memory()),
+            (0, 0),
+            "stopped decoders are freed"
+        );
+        [(fed.stop(), n), (worked.stop(), m)]
+    }
+
+    #[test]
+    fn a_bad_gzip_crc_stops_with_corrupt_encoding() {
+        let data = br#"{"model":"m","stream":true}"#.repeat(2000);
+        let good = gzip(&data);
+        let mut i = inflow("gzip");
+        i.feed(&good, &mut |_| {});
+        assert_eq!(i.stop(), None);
+        let mut bad = good.clone();
+        let at = bad.len() - 6;
+        bad[at] ^= 1;
+        for chunk in [1, 100, bad.len()] {
+            let want = (Some(ParseStop::CorruptEncoding), data.len());
+            assert_eq!(
+                both_ways("gzip", &bad, chunk),
+                [want, want],
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_zstd_window_over_the_limit_stops_with_memory_limit() {
+        let mut packed = Vec::new();
+        let mut e = zstd::stream::write::Encoder::new(&mut packed, 3).unwrap();
+        e.window_log(24).unwrap();
+        e.include_contentsize(false).unwrap();
+        e.write_all(&[b'x'; 4096]).unwrap();
+        e.finish().unwrap();
+        for chunk in [1, 7, packed.len()] {
+            let want = (Some(ParseStop::MemoryLimit), 0);
+            assert_eq!(
+                both_ways("zstd", &packed, chunk),
+                [want, want],
+                "chunk {chunk}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod measure {
+    use super::*;
+    use std::io::Write;
+    use std::time::Instant;
+
+    fn compress(enc: &str, data: &[u8]) -> Vec<u8> {
+        let level = flate2::Compression::default();
+        match enc {
+            "gzip" => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
+                e.write_all(data).unwrap();
+                e.finish().unwrap()
+            }
+            "deflate" => {
+                let mut e = flate2::write::ZlibEncoder::new(Vec::new(), level);
+                e.write_all(data).unwrap();
+                e.finish().unwrap()
+            }
+            "br" => {
+                let mut out = Vec::new();
+                let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                w.write_all(data).unwrap();
+                drop(w);
+                out
+            }
+            _ => zstd::encode_all(data, 3).unwrap(),
+        }
+    }
+
+    /// Bomb figures: `cargo test --release --lib measure_decoding -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn measure_decoding() {
+        use crate::providers::bomb_tests::{HEAD, TAIL, bomb};
+        for (enc, expanded) in [("br", 3u64 << 30), ("zstd", 3 << 30), ("gzip", 1 << 30)] {
+            let body = bomb(enc, HEAD, expanded, TAIL);
+            let mut best_fed = std::time::Duration::MAX;
+            let mut best_worked = std::time::Duration::MAX;
+            let (mut dec_fed, mut dec_worked, mut slices, mut stop) = (0, 0, 0, None);
+            for _ in 0..5 {
+                let mut i = Inflow::new(StreamDecoder::new(Some(enc)));
+                let t = Instant::now();
+                for piece in body.chunks(1024) {
+                    i.feed(piece, &mut |_| {});
+                }
+                best_fed = best_fed.min(t.elapsed());
+                dec_fed = i.decoded_len();
+                let mut i = Inflow::new(StreamDecoder::new(Some(enc)));
+                let t = Instant::now();
+                i.offer(Bytes::from(body.clone()));
+                slices = 0;
+                while i.work(&mut |_| {}) {
+                    slices += 1;
+                }
+                best_worked = best_worked.min(t.elapsed());
+                dec_worked = i.decoded_len();
+                stop = i.stop();
+            }
+            println!(
+                "{enc} bomb of {} bytes: fed in 1 KiB pieces {dec_fed} bytes decoded in {best_fed:?}; offered whole {dec_worked} bytes in {} slices, {best_worked:?}, {stop:?}",
+                body.len(),
+                slices + 1
+            );
+        }
+        // Ordinary bodies: a 20 MB JSON-ish text, fed whole.
+        let text: Vec<u8> = (0..400_000u32)
+            .flat_map(|i| format!("data: {{\"i\":{i},\"text\":\"héllo wörld\"}}\n\n").into_bytes())
+            .collect();
+        for enc in ["gzip", "deflate", "br", "zstd"] {
+            let packed = compress(enc, &text);
+            let mut best = std::time::Duration::MAX;
+            let mut n = 0;
+            for _ in 0..5 {
+                let mut i = Inflow::new(StreamDecoder::new(Some(enc)));
+                let t = Instant::now();
+                for piece in packed.chunks(16 * 1024) {
+                    i.offer(Bytes::copy_from_slice(piece));
+                    while i.work(&mut |_| {}) {}
+                }
+                best = best.min(t.elapsed());
+                n = i.decoded_len();
+            }
+            println!(
+                "{enc} text of {} bytes ({} packed): {n} decoded, {best:?}",
+                text.len(),
+                packed.len()
+            );
+        }
     }
 }

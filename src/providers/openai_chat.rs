@@ -2,9 +2,94 @@
 
 use serde::Deserialize;
 
+use super::acc::{Acc, Choices, count};
+use super::request::{Picked, RequestKeys};
+use super::response::Format;
+use super::shape::{Api, Framing, Provider};
 use super::skim::{Path, Picker, Seg};
 use super::sse::SseEvent;
-use super::{Acc, Choices, Format, Usage, count};
+use super::{ApiShape, ErrorShape, RequestFacts, Usage};
+
+#[allow(non_upper_case_globals)]
+impl ApiShape {
+    /// `POST /v1/chat/completions` (also Azure `/openai/deployments/{d}/chat/completions`).
+    pub const OpenAiChat: ApiShape = ApiShape::named("OpenAiChat");
+    /// `POST /v1/completions`.
+    pub const OpenAiCompletions: ApiShape = ApiShape::named("OpenAiCompletions");
+    /// `POST /v1/embeddings`.
+    pub const OpenAiEmbeddings: ApiShape = ApiShape::named("OpenAiEmbeddings");
+}
+
+/// One of the three APIs this format reads; they differ in path, operation and request keys.
+pub(crate) struct OpenAiApi {
+    api: Api,
+    /// The path ends with this, and with none of `but_not`.
+    suffix: &'static str,
+    but_not: &'static [&'static str],
+    /// An absent `stream` in a whole body means `false` (embeddings never stream: unknown).
+    streams: bool,
+}
+
+/// What the three have in common.
+const fn openai(shape: ApiShape, operation: &'static str, keys: RequestKeys) -> Api {
+    Api {
+        shape,
+        operation,
+        provider: "openai",
+        errors: ErrorShape::OpenAi,
+        keys,
+        framing: Framing::Sse,
+    }
+}
+
+pub(crate) static CHAT: OpenAiApi = OpenAiApi {
+    api: openai(
+        ApiShape::OpenAiChat,
+        "chat",
+        RequestKeys::top_level(&[&[&[b"max_completion_tokens"]], &[&[b"max_tokens"]]]),
+    ),
+    suffix: "/chat/completions",
+    but_not: &[],
+    streams: true,
+};
+
+pub(crate) static COMPLETIONS: OpenAiApi = OpenAiApi {
+    api: openai(
+        ApiShape::OpenAiCompletions,
+        "text_completion",
+        RequestKeys::top_level(&[&[&[b"max_tokens"]]]),
+    ),
+    suffix: "/completions",
+    but_not: &["/chat/completions"],
+    streams: true,
+};
+
+pub(crate) static EMBEDDINGS: OpenAiApi = OpenAiApi {
+    api: openai(
+        ApiShape::OpenAiEmbeddings,
+        "embeddings",
+        RequestKeys::top_level(&[]),
+    ),
+    suffix: "/embeddings",
+    but_not: &[],
+    streams: false,
+};
+
+impl Provider for OpenAiApi {
+    fn api(&self) -> &Api {
+        &self.api
+    }
+    fn recognises(&self, path: &str) -> bool {
+        path.ends_with(self.suffix) && !self.but_not.iter().any(|s| path.ends_with(s))
+    }
+    fn request_facts(&self, mut picked: Picked, _path: &str, whole: bool) -> RequestFacts {
+        let (model, stream) = (picked.model.take(), picked.stream);
+        picked.facts(model, stream.or((whole && self.streams).then_some(false)))
+    }
+    fn response_format(&self) -> Box<dyn Format> {
+        Box::new(OpenAiChat::default())
+    }
+}
 
 #[derive(Debug, Default, Deserialize)]
 struct PromptDetails {
@@ -106,188 +191,136 @@ impl Format for OpenAiChat {
 
 #[cfg(test)]
 mod tests {
-    use crate::providers::tests::{Case, check_cases};
+    use crate::providers::testkit::{self, Case, check_fixtures};
     use crate::providers::{ApiShape, UsageSource};
 
     const JSON: Option<&str> = Some("application/json");
     const SSE: Option<&str> = Some("text/event-stream; charset=utf-8");
 
-    fn chat(name: &'static str, body: &'static [u8]) -> Case {
-        Case {
-            name,
-            shape: ApiShape::OpenAiChat,
-            content_type: JSON,
-            status: 200,
-            body,
-            model: None,
-            id: None,
-            finish: &[],
-            usage: [None; 5],
-            source: UsageSource::Absent,
-            error: None,
-            is_stream: false,
-        }
+    fn chat(name: &'static str, file: &'static str) -> Case {
+        testkit::case(ApiShape::OpenAiChat, JSON, name, file)
     }
 
     #[test]
     fn openai_chat_fixtures() {
-        check_cases(&[
-            Case {
-                model: Some("gpt-4.1-2025-04-14"),
-                id: Some("chatcmpl-CBxbjMxqTrDEqgYJwU9fG3aVZq8Fh"),
-                finish: &["stop"],
-                usage: [Some(1544), Some(212), Some(1280), None, Some(0)],
-                source: UsageSource::Response,
-                ..chat(
-                    "json",
-                    include_bytes!("../../tests/fixtures/providers/openai_chat/completion.json"),
-                )
-            },
-            Case {
-                model: Some("o4-mini-2025-04-16"),
-                id: Some("chatcmpl-n2n2n2n2n2n2n2n2n2n2n2n2n2n2"),
-                finish: &["length", "tool_calls"],
-                usage: [Some(80), Some(4000), Some(0), None, Some(3712)],
-                source: UsageSource::Response,
-                ..chat(
-                    "json n=2 choices",
-                    include_bytes!("../../tests/fixtures/providers/openai_chat/completion_n2.json"),
-                )
-            },
-            Case {
-                content_type: SSE,
-                model: Some("gpt-4o-mini-2024-07-18"),
-                id: Some("chatcmpl-CBy1Usage9d8f7a6s5d4f3g2h1j"),
-                finish: &["stop"],
-                usage: [Some(19), Some(10), Some(0), None, Some(0)],
-                source: UsageSource::Stream,
-                is_stream: true,
-                ..chat(
-                    "stream with include_usage",
-                    include_bytes!("../../tests/fixtures/providers/openai_chat/stream_usage.sse"),
-                )
-            },
-            Case {
-                content_type: SSE,
-                model: Some("gpt-4o-mini-2024-07-18"),
-                id: Some("chatcmpl-CBy2NoUsage0a9s8d7f6g5h4j3k"),
-                finish: &["stop"],
-                source: UsageSource::Absent,
-                is_stream: true,
-                ..chat(
-                    "stream without usage chunk",
-                    include_bytes!(
-                        "../../tests/fixtures/providers/openai_chat/stream_no_usage.sse"
-                    ),
-                )
-            },
-            Case {
-                content_type: SSE,
-                model: Some("gpt-4o-2024-08-06"),
-                id: Some("chatcmpl-CBy3n2Stream1q2w3e4r5t6y7u8"),
-                finish: &["stop", "length"],
-                usage: [Some(27), Some(48), Some(0), None, Some(0)],
-                source: UsageSource::Stream,
-                is_stream: true,
-                ..chat(
-                    "stream n=2",
-                    include_bytes!("../../tests/fixtures/providers/openai_chat/stream_n2.sse"),
-                )
-            },
-            Case {
-                content_type: SSE,
-                model: Some("gpt-4o-mini-2024-07-18"),
-                id: Some("chatcmpl-CBy4Cut9o8i7u6y5t4r3e2w1q0"),
-                source: UsageSource::StreamCutShort,
-                is_stream: true,
-                ..chat(
-                    "stream cut short",
-                    include_bytes!("../../tests/fixtures/providers/openai_chat/stream_cut.sse"),
-                )
-            },
-            Case {
-                content_type: SSE,
-                model: Some("gpt-4o-mini-2024-07-18"),
-                id: Some("chatcmpl-CBy5Err0p9o8i7u6y5t4r3e2w1"),
-                source: UsageSource::StreamCutShort,
-                error: Some((
-                    "server_error",
-                    "The server had an error while processing your request. Sorry about that!",
-                )),
-                is_stream: true,
-                ..chat(
-                    "stream with error chunk",
-                    include_bytes!("../../tests/fixtures/providers/openai_chat/stream_error.sse"),
-                )
-            },
-            Case {
-                status: 400,
-                error: Some((
-                    "invalid_request_error",
-                    "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
-                )),
-                ..chat(
-                    "400",
-                    include_bytes!("../../tests/fixtures/providers/openai_chat/error_400.json"),
-                )
-            },
-            Case {
-                status: 429,
-                error: Some((
-                    "tokens",
-                    "Rate limit reached for gpt-4.1 in organization org-abc123 on tokens per min (TPM): Limit 30000, Used 29871, Requested 1024. Please try again in 1.79s. Visit https://platform.openai.com/account/rate-limits to learn more.",
-                )),
-                ..chat(
-                    "429",
-                    include_bytes!("../../tests/fixtures/providers/openai_chat/error_429.json"),
-                )
-            },
-            Case {
-                status: 500,
-                error: Some((
-                    "server_error",
-                    "The server had an error while processing your request. Sorry about that!",
-                )),
-                ..chat(
-                    "500",
-                    include_bytes!("../../tests/fixtures/providers/openai_chat/error_500.json"),
-                )
-            },
-            Case {
-                status: 401,
-                error: Some((
-                    "invalid_api_key",
-                    "Incorrect API key provided: sk-proj-****abcd.",
-                )),
-                ..chat(
-                    "401 with type null falls back to code",
-                    include_bytes!("../../tests/fixtures/providers/openai_chat/error_401.json"),
-                )
-            },
-            Case {
-                shape: ApiShape::OpenAiEmbeddings,
-                model: Some("text-embedding-3-small"),
-                usage: [Some(8), None, None, None, None],
-                source: UsageSource::Response,
-                ..chat(
-                    "embeddings",
-                    include_bytes!("../../tests/fixtures/providers/openai_chat/embeddings.json"),
-                )
-            },
-            Case {
-                shape: ApiShape::OpenAiCompletions,
-                model: Some("gpt-3.5-turbo-instruct"),
-                id: Some("cmpl-uqkvlQyYK7bGYrRHQ0eXlWi7"),
-                finish: &["length"],
-                usage: [Some(5), Some(7), None, None, None],
-                source: UsageSource::Response,
-                ..chat(
-                    "legacy completions",
-                    include_bytes!(
-                        "../../tests/fixtures/providers/openai_chat/completions_legacy.json"
-                    ),
-                )
-            },
-        ]);
+        check_fixtures(
+            "openai_chat",
+            &[
+                Case {
+                    model: Some("gpt-4.1-2025-04-14"),
+                    id: Some("chatcmpl-CBxbjMxqTrDEqgYJwU9fG3aVZq8Fh"),
+                    finish: &["stop"],
+                    usage: [Some(1544), Some(212), Some(1280), None, Some(0)],
+                    source: UsageSource::Response,
+                    ..chat("json", "completion.json")
+                },
+                Case {
+                    model: Some("o4-mini-2025-04-16"),
+                    id: Some("chatcmpl-n2n2n2n2n2n2n2n2n2n2n2n2n2n2"),
+                    finish: &["length", "tool_calls"],
+                    usage: [Some(80), Some(4000), Some(0), None, Some(3712)],
+                    source: UsageSource::Response,
+                    ..chat("json n=2 choices", "completion_n2.json")
+                },
+                Case {
+                    content_type: SSE,
+                    model: Some("gpt-4o-mini-2024-07-18"),
+                    id: Some("chatcmpl-CBy1Usage9d8f7a6s5d4f3g2h1j"),
+                    finish: &["stop"],
+                    usage: [Some(19), Some(10), Some(0), None, Some(0)],
+                    source: UsageSource::Stream,
+                    is_stream: true,
+                    ..chat("stream with include_usage", "stream_usage.sse")
+                },
+                Case {
+                    content_type: SSE,
+                    model: Some("gpt-4o-mini-2024-07-18"),
+                    id: Some("chatcmpl-CBy2NoUsage0a9s8d7f6g5h4j3k"),
+                    finish: &["stop"],
+                    source: UsageSource::Absent,
+                    is_stream: true,
+                    ..chat("stream without usage chunk", "stream_no_usage.sse")
+                },
+                Case {
+                    content_type: SSE,
+                    model: Some("gpt-4o-2024-08-06"),
+                    id: Some("chatcmpl-CBy3n2Stream1q2w3e4r5t6y7u8"),
+                    finish: &["stop", "length"],
+                    usage: [Some(27), Some(48), Some(0), None, Some(0)],
+                    source: UsageSource::Stream,
+                    is_stream: true,
+                    ..chat("stream n=2", "stream_n2.sse")
+                },
+                Case {
+                    content_type: SSE,
+                    model: Some("gpt-4o-mini-2024-07-18"),
+                    id: Some("chatcmpl-CBy4Cut9o8i7u6y5t4r3e2w1q0"),
+                    source: UsageSource::StreamCutShort,
+                    is_stream: true,
+                    ..chat("stream cut short", "stream_cut.sse")
+                },
+                Case {
+                    content_type: SSE,
+                    model: Some("gpt-4o-mini-2024-07-18"),
+                    id: Some("chatcmpl-CBy5Err0p9o8i7u6y5t4r3e2w1"),
+                    source: UsageSource::StreamCutShort,
+                    error: Some((
+                        "server_error",
+                        "The server had an error while processing your request. Sorry about that!",
+                    )),
+                    is_stream: true,
+                    ..chat("stream with error chunk", "stream_error.sse")
+                },
+                Case {
+                    status: 400,
+                    error: Some((
+                        "invalid_request_error",
+                        "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+                    )),
+                    ..chat("400", "error_400.json")
+                },
+                Case {
+                    status: 429,
+                    error: Some((
+                        "tokens",
+                        "Rate limit reached for gpt-4.1 in organization org-abc123 on tokens per min (TPM): Limit 30000, Used 29871, Requested 1024. Please try again in 1.79s. Visit https://platform.openai.com/account/rate-limits to learn more.",
+                    )),
+                    ..chat("429", "error_429.json")
+                },
+                Case {
+                    status: 500,
+                    error: Some((
+                        "server_error",
+                        "The server had an error while processing your request. Sorry about that!",
+                    )),
+                    ..chat("500", "error_500.json")
+                },
+                Case {
+                    status: 401,
+                    error: Some((
+                        "invalid_api_key",
+                        "Incorrect API key provided: sk-proj-****abcd.",
+                    )),
+                    ..chat("401 with type null falls back to code", "error_401.json")
+                },
+                Case {
+                    shape: ApiShape::OpenAiEmbeddings,
+                    model: Some("text-embedding-3-small"),
+                    usage: [Some(8), None, None, None, None],
+                    source: UsageSource::Response,
+                    ..chat("embeddings", "embeddings.json")
+                },
+                Case {
+                    shape: ApiShape::OpenAiCompletions,
+                    model: Some("gpt-3.5-turbo-instruct"),
+                    id: Some("cmpl-uqkvlQyYK7bGYrRHQ0eXlWi7"),
+                    finish: &["length"],
+                    usage: [Some(5), Some(7), None, None, None],
+                    source: UsageSource::Response,
+                    ..chat("legacy completions", "completions_legacy.json")
+                },
+            ],
+            &[],
+        );
     }
 }

@@ -2,9 +2,42 @@
 
 use serde::Deserialize;
 
+use super::acc::{Acc, count, json_string};
+use super::request::RequestKeys;
+use super::response::Format;
+use super::shape::{Api, Framing, Provider};
 use super::skim::{Path, Picker, Seg};
 use super::sse::SseEvent;
-use super::{Acc, Format, Usage, count, json_string};
+use super::{ApiShape, ErrorShape, Usage};
+
+impl ApiShape {
+    /// OpenAI Responses, `POST /v1/responses`.
+    #[allow(non_upper_case_globals)]
+    pub const OpenAiResponses: ApiShape = ApiShape::named("OpenAiResponses");
+}
+
+/// OpenAI Responses.
+pub(crate) struct Responses(Api);
+pub(crate) static RESPONSES: Responses = Responses(Api {
+    shape: ApiShape::OpenAiResponses,
+    operation: "chat",
+    provider: "openai",
+    errors: ErrorShape::OpenAi,
+    keys: RequestKeys::top_level(&[&[&[b"max_output_tokens"]]]),
+    framing: Framing::Sse,
+});
+
+impl Provider for Responses {
+    fn api(&self) -> &Api {
+        &self.0
+    }
+    fn recognises(&self, path: &str) -> bool {
+        path.ends_with("/responses")
+    }
+    fn response_format(&self) -> Box<dyn Format> {
+        Box::new(OpenAiResponses::default())
+    }
+}
 
 #[derive(Debug, Default, Deserialize)]
 struct InputDetails {
@@ -125,9 +158,8 @@ impl Format for OpenAiResponses {
         let doc = std::mem::take(&mut self.doc);
         let kind = doc.kind.as_deref();
         let error_event = kind == Some("error") || event.is_some_and(|e| e.name == b"error");
-        if error_event && self.acc.error_type.is_none() && self.acc.error_message.is_none() {
-            self.acc.error_type = doc.code;
-            self.acc.error_message = doc.message;
+        if error_event {
+            self.acc.set_error_parts(doc.code, doc.message);
         }
         // `in_progress` and `queued` are not outcomes.
         let outcome = match doc.status.as_deref() {
@@ -157,135 +189,95 @@ impl Format for OpenAiResponses {
 
 #[cfg(test)]
 mod tests {
-    use crate::providers::tests::{Case, check_cases};
+    use crate::providers::testkit::{self, Case, check_fixtures};
     use crate::providers::{ApiShape, UsageSource};
 
-    fn case(name: &'static str, body: &'static [u8]) -> Case {
-        Case {
+    fn case(name: &'static str, file: &'static str) -> Case {
+        testkit::case(
+            ApiShape::OpenAiResponses,
+            Some("text/event-stream; charset=utf-8"),
             name,
-            shape: ApiShape::OpenAiResponses,
-            content_type: Some("text/event-stream; charset=utf-8"),
-            status: 200,
-            body,
-            model: None,
-            id: None,
-            finish: &[],
-            usage: [None; 5],
-            source: UsageSource::Absent,
-            error: None,
-            is_stream: true,
-        }
+            file,
+        )
     }
 
     #[test]
     fn openai_responses_fixtures() {
-        check_cases(&[
-            Case {
-                content_type: Some("application/json"),
-                model: Some("gpt-5-2025-08-07"),
-                id: Some("resp_68b1f0c3a2f08190a1d0b6c6e5a4f3e20b9d8c7b6a5f4e3d"),
-                finish: &["completed"],
-                usage: [Some(3214), Some(845), Some(2944), None, Some(640)],
-                source: UsageSource::Response,
-                is_stream: false,
-                ..case(
-                    "json",
-                    include_bytes!("../../tests/fixtures/providers/openai_responses/response.json"),
-                )
-            },
-            Case {
-                content_type: Some("application/json"),
-                model: Some("gpt-5-mini-2025-08-07"),
-                id: Some("resp_incomplete0001"),
-                finish: &["max_output_tokens"],
-                usage: [Some(120), Some(256), Some(0), None, Some(256)],
-                source: UsageSource::Response,
-                is_stream: false,
-                ..case(
-                    "json incomplete",
-                    include_bytes!(
-                        "../../tests/fixtures/providers/openai_responses/response_incomplete.json"
-                    ),
-                )
-            },
-            Case {
-                model: Some("gpt-4.1-2025-04-14"),
-                id: Some("resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654"),
-                finish: &["completed"],
-                usage: [Some(37), Some(11), Some(0), None, Some(0)],
-                source: UsageSource::Stream,
-                ..case(
-                    "stream",
-                    include_bytes!("../../tests/fixtures/providers/openai_responses/stream.sse"),
-                )
-            },
-            Case {
-                model: Some("gpt-5-2025-08-07"),
-                id: Some("resp_stream_incomplete_01"),
-                finish: &["max_output_tokens"],
-                usage: [Some(52), Some(64), Some(0), None, Some(64)],
-                source: UsageSource::Stream,
-                ..case(
-                    "stream incomplete",
-                    include_bytes!(
-                        "../../tests/fixtures/providers/openai_responses/stream_incomplete.sse"
-                    ),
-                )
-            },
-            Case {
-                model: Some("gpt-4.1-2025-04-14"),
-                id: Some("resp_stream_failed_01"),
-                finish: &["failed"],
-                source: UsageSource::Absent,
-                error: Some(("server_error", "The model failed to generate a response.")),
-                ..case(
-                    "stream failed",
-                    include_bytes!(
-                        "../../tests/fixtures/providers/openai_responses/stream_failed.sse"
-                    ),
-                )
-            },
-            Case {
-                model: Some("gpt-4.1-2025-04-14"),
-                id: Some("resp_stream_cut_01"),
-                source: UsageSource::StreamCutShort,
-                ..case(
-                    "stream cut",
-                    include_bytes!(
-                        "../../tests/fixtures/providers/openai_responses/stream_cut.sse"
-                    ),
-                )
-            },
-            Case {
-                model: Some("gpt-4.1-2025-04-14"),
-                id: Some("resp_stream_error_01"),
-                source: UsageSource::StreamCutShort,
-                error: Some((
-                    "rate_limit_exceeded",
-                    "Rate limit reached for gpt-4.1 on tokens per min (TPM).",
-                )),
-                ..case(
-                    "stream error event",
-                    include_bytes!(
-                        "../../tests/fixtures/providers/openai_responses/stream_error.sse"
-                    ),
-                )
-            },
-            Case {
-                content_type: Some("application/json"),
-                status: 400,
-                error: Some((
-                    "invalid_request_error",
-                    "Unsupported parameter: 'temperature' is not supported with this model.",
-                )),
-                is_stream: false,
-                ..case(
-                    "400",
-                    include_bytes!(
-                        "../../tests/fixtures/providers/openai_responses/error_400.json"
-                    ),
-                )
-            },
-        ]);
+        check_fixtures(
+            "openai_responses",
+            &[
+                Case {
+                    content_type: Some("application/json"),
+                    model: Some("gpt-5-2025-08-07"),
+                    id: Some("resp_68b1f0c3a2f08190a1d0b6c6e5a4f3e20b9d8c7b6a5f4e3d"),
+                    finish: &["completed"],
+                    usage: [Some(3214), Some(845), Some(2944), None, Some(640)],
+                    source: UsageSource::Response,
+                    is_stream: false,
+                    ..case("json", "response.json")
+                },
+                Case {
+                    content_type: Some("application/json"),
+                    model: Some("gpt-5-mini-2025-08-07"),
+                    id: Some("resp_incomplete0001"),
+                    finish: &["max_output_tokens"],
+                    usage: [Some(120), Some(256), Some(0), None, Some(256)],
+                    source: UsageSource::Response,
+                    is_stream: false,
+                    ..case("json incomplete", "response_incomplete.json")
+                },
+                Case {
+                    model: Some("gpt-4.1-2025-04-14"),
+                    id: Some("resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654"),
+                    finish: &["completed"],
+                    usage: [Some(37), Some(11), Some(0), None, Some(0)],
+                    source: UsageSource::Stream,
+                    ..case("stream", "stream.sse")
+                },
+                Case {
+                    model: Some("gpt-5-2025-08-07"),
+                    id: Some("resp_stream_incomplete_01"),
+                    finish: &["max_output_tokens"],
+                    usage: [Some(52), Some(64), Some(0), None, Some(64)],
+                    source: UsageSource::Stream,
+                    ..case("stream incomplete", "stream_incomplete.sse")
+                },
+                Case {
+                    model: Some("gpt-4.1-2025-04-14"),
+                    id: Some("resp_stream_failed_01"),
+                    finish: &["failed"],
+                    source: UsageSource::Absent,
+                    error: Some(("server_error", "The model failed to generate a response.")),
+                    ..case("stream failed", "stream_failed.sse")
+                },
+                Case {
+                    model: Some("gpt-4.1-2025-04-14"),
+                    id: Some("resp_stream_cut_01"),
+                    source: UsageSource::StreamCutShort,
+                    ..case("stream cut", "stream_cut.sse")
+                },
+                Case {
+                    model: Some("gpt-4.1-2025-04-14"),
+                    id: Some("resp_stream_error_01"),
+                    source: UsageSource::StreamCutShort,
+                    error: Some((
+                        "rate_limit_exceeded",
+                        "Rate limit reached for gpt-4.1 on tokens per min (TPM).",
+                    )),
+                    ..case("stream error event", "stream_error.sse")
+                },
+                Case {
+                    content_type: Some("application/json"),
+                    status: 400,
+                    error: Some((
+                        "invalid_request_error",
+                        "Unsupported parameter: 'temperature' is not supported with this model.",
+                    )),
+                    is_stream: false,
+                    ..case("400", "error_400.json")
+                },
+            ],
+            &[],
+        );
     }
 }

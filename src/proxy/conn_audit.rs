@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::errors::FailureKind;
 use crate::audit::{AuditLevel, EgressDecision, EgressRecord};
 use crate::capture::ExchangeSink;
 use crate::policy::{Denial, Grant, Verdict};
@@ -68,19 +69,19 @@ impl ConnAudit {
     }
 
     /// The connection failed or was cut short: `error.type`, and the reason appended.
-    pub fn failed(&self, error_type: &str, why: &str) {
+    pub fn failed(&self, kind: FailureKind, why: &str) {
         self.edit(|r| {
-            r.error_type = Some(error_type.to_string());
+            r.error_type = Some(kind.as_str().to_string());
             r.reason = format!("{}; then {why}", r.reason);
         });
     }
 
     /// The intercepted connection broke a rule after the decision (not TLS, SNI mismatch):
     /// the record becomes a denial.
-    pub fn refused(&self, error_type: &str, why: &str) {
+    pub fn refused(&self, kind: FailureKind, why: &str) {
         self.edit(|r| {
             r.decision = EgressDecision::Deny;
-            r.error_type = Some(error_type.to_string());
+            r.error_type = Some(kind.as_str().to_string());
             r.reason = why.to_string();
         });
     }
@@ -156,7 +157,7 @@ pub fn submit_denial(
         decision: EgressDecision::Deny,
         reason: denial.reason.clone(),
         route: denial.route.as_str(),
-        error_type: Some(denial.kind.as_str().to_string()),
+        error_type: Some(FailureKind::from(denial.kind).as_str().to_string()),
         client_name: denial.client.as_ref().map(|c| c.name.to_string()),
         client_profile: denial.client.as_ref().map(|c| c.profile.to_string()),
         client_addr,

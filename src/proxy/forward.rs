@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName};
 use http::{Request, Response, StatusCode, Uri};
@@ -12,14 +11,15 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::conn_audit::{ConnAudit, CountedBody, Direction};
-use super::errors::{UpstreamFailure, classify};
+use super::errors::{Failure, FailureKind, classify};
 use super::upstream::Protocols;
 use super::{BoxError, ProxyBody, Shared, respond};
-use crate::capture::timeout::{IdleBody, is_body_timeout};
+use crate::capture::timeout::IdleBody;
 use crate::capture::{
-    CaptureBuf, Exchange, ExchangeInProgress, Outcome, RequestTap, ResponseTap, TapBody,
+    CaptureBuf, Exchange, ExchangeInProgress, Outcome, RequestSide, RequestTap, ResponseTap,
+    TapBody,
 };
-use crate::keys::{self, KeyRefusal, KeyUse, Transport};
+use crate::keys::{self, KeyRefusal, Transport};
 use crate::limits::answer::{self, ErrorShape};
 use crate::limits::{Admission, LimitHit};
 use crate::policy::Grant;
@@ -138,7 +138,7 @@ pub async fn reverse(
         Ok(uri) => *req.uri_mut() = uri,
         Err(e) => {
             let why = format!("bad request path: {e}");
-            return respond::error(StatusCode::BAD_REQUEST, "bad_request", &why);
+            return respond::error(FailureKind::BadRequest, &why);
         }
     }
     let call = Arc::new(per_request_call(shared, grant, provider, client_addr));
@@ -251,18 +251,19 @@ pub async fn captured(
     match send_upstream(&call, req, client_upgrade).await {
         Ok(res) => tap_response(&call, exchange, shape, res),
         Err(e) => {
-            let failure = classify(&e);
-            let outcome = if is_body_timeout(&e) {
-                Outcome::Timeout {
+            let mut failure = classify(&e);
+            if failure.kind == FailureKind::Upstream && exchange.client_body_failed() {
+                failure.kind = FailureKind::ClientAborted;
+            }
+            let outcome = match failure.kind {
+                FailureKind::RequestBodyTimeout => Outcome::Timeout {
                     side: "request_body",
-                }
-            } else if exchange.client_body_failed() {
-                Outcome::ClientAborted
-            } else {
-                Outcome::UpstreamError {
-                    kind: failure.kind.to_string(),
+                },
+                FailureKind::ClientAborted => Outcome::ClientAborted,
+                kind => Outcome::UpstreamError {
+                    kind: kind.as_str().to_string(),
                     message: failure.message.clone(),
-                }
+                },
             };
             exchange.finish(outcome, Default::default(), None);
             call.audit.failed(failure.kind, &failure.message);
@@ -311,13 +312,10 @@ fn tap_response(
     })
 }
 
-fn failure_response(failure: &UpstreamFailure) -> Response<ProxyBody> {
-    tracing::info!(kind = failure.kind, error = %failure.message, "upstream request failed");
-    respond::error(
-        respond::upstream_status(failure.kind),
-        failure.kind,
-        &failure.message,
-    )
+fn failure_response(failure: &Failure) -> Response<ProxyBody> {
+    let (kind, side) = (failure.kind.as_str(), failure.side().as_str());
+    tracing::info!(kind, side, error = %failure.message, "forwarding failed");
+    respond::failure(failure)
 }
 
 /// The URI sent upstream: always the decided target, whatever the request named.
@@ -338,8 +336,7 @@ fn upstream_uri(scheme: &str, call: &Call, uri: &Uri) -> Result<Uri, Box<Respons
         .parse::<Uri>()
         .map_err(|e| {
             Box::new(respond::error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
+                FailureKind::BadRequest,
                 &format!("bad request target: {e}"),
             ))
         })
@@ -347,16 +344,16 @@ fn upstream_uri(scheme: &str, call: &Call, uri: &Uri) -> Result<Uri, Box<Respons
 
 /// Answers `403` for a request the keys say must not leave, and records it like a call.
 fn refuse_key(call: &Call, mut record: Exchange, refusal: KeyRefusal) -> Response<ProxyBody> {
-    let kind = refusal.kind.as_str();
+    let kind = FailureKind::from(refusal.kind);
     let counts = &call.shared.key_counts;
     counts.refused.fetch_add(1, Ordering::Relaxed);
     record.key.foreign = refusal.foreign;
     counts.count(&record.key);
-    tracing::warn!(client = %call.grant.client.name, host = %call.grant.target.host, kind, reason = %refusal.reason, "request refused by the keys");
+    tracing::warn!(client = %call.grant.client.name, host = %call.grant.target.host, kind = kind.as_str(), reason = %refusal.reason, "request refused by the keys");
     call.audit.failed(kind, &refusal.reason);
-    let res = respond::error(StatusCode::FORBIDDEN, kind, &refusal.reason);
+    let res = respond::error(kind, &refusal.reason);
     let outcome = Outcome::Refused {
-        kind,
+        kind: kind.as_str(),
         message: refusal.reason,
     };
     record_local_answer(call, record, res, outcome)
@@ -367,10 +364,9 @@ fn refuse_limit(call: &Call, mut record: Exchange, hit: &LimitHit) -> Response<P
     tracing::info!(client = %call.grant.client.name, limit = hit.kind.as_str(), "call refused by a limit");
     let shape = ErrorShape::of(record.provider.as_deref(), record.shape);
     let body = answer::rate_limit_body(shape, &hit.message);
-    let mut res = respond::json_text(StatusCode::TOO_MANY_REQUESTS, body);
+    let mut res = respond::json_error(FailureKind::Limit, body);
     let headers = res.headers_mut();
     headers.insert(http::header::RETRY_AFTER, hit.retry_after_secs.into());
-    headers.insert("x-llmtap-error", http::HeaderValue::from_static("limit"));
     // A used-up budget renews with its window; retrying at once cannot help.
     let retry = if hit.kind.is_budget() {
         "false"
@@ -380,7 +376,7 @@ fn refuse_limit(call: &Call, mut record: Exchange, hit: &LimitHit) -> Response<P
     headers.insert("x-should-retry", http::HeaderValue::from_static(retry));
     record.limit = Some(hit.kind.as_str());
     let outcome = Outcome::Refused {
-        kind: "limit",
+        kind: FailureKind::Limit.as_str(),
         message: hit.message.clone(),
     };
     record_local_answer(call, record, res, outcome)
@@ -390,18 +386,12 @@ fn refuse_limit(call: &Call, mut record: Exchange, hit: &LimitHit) -> Response<P
 fn refuse_store_unavailable(call: &Call, record: Exchange) -> Response<ProxyBody> {
     let message = "llmtap: the limits store is unavailable and --limits-store-fail is closed";
     let shape = ErrorShape::of(record.provider.as_deref(), record.shape);
-    let mut res = respond::json_text(
-        StatusCode::SERVICE_UNAVAILABLE,
-        answer::unavailable_body(shape, message),
-    );
-    let headers = res.headers_mut();
-    headers.insert(http::header::RETRY_AFTER, 1.into());
-    headers.insert(
-        "x-llmtap-error",
-        http::HeaderValue::from_static("limits_store"),
-    );
+    let kind = FailureKind::LimitsStore;
+    let mut res = respond::json_error(kind, answer::unavailable_body(shape, message));
+    res.headers_mut()
+        .insert(http::header::RETRY_AFTER, 1.into());
     let outcome = Outcome::Refused {
-        kind: "limits_store",
+        kind: kind.as_str(),
         message: message.to_string(),
     };
     record_local_answer(call, record, res, outcome)
@@ -494,39 +484,23 @@ fn request_record(call: &Call, parts: &http::request::Parts) -> Exchange {
         .as_deref()
         .map(str::to_string)
         .or_else(|| shape_default_provider(shape));
-    let mut request_headers = header_pairs(&parts.headers);
-    request_headers.retain(|(k, _)| k != "proxy-authorization");
-    Exchange {
-        id: 0,
-        started_at: SystemTime::now(),
+    let mut headers = header_pairs(&parts.headers);
+    headers.retain(|(k, _)| k != "proxy-authorization");
+    Exchange::new(RequestSide {
         client_addr: call.client_addr,
-        method: parts.method.to_string(),
-        url: uri.to_string(),
-        scheme: uri.scheme_str().unwrap_or("https").to_string(),
-        host: target.host.clone(),
+        method: parts.method.as_str(),
+        url: &uri.to_string(),
+        scheme: uri.scheme_str().unwrap_or("https"),
+        host: &target.host,
         port: target.port,
-        path: uri.path().to_string(),
-        http_version: version_name(parts.version).to_string(),
-        request_headers,
-        response_headers: Vec::new(),
-        status: None,
-        request_body: Default::default(),
-        response_body: Default::default(),
-        time_to_first_byte: None,
-        time_to_first_chunk: None,
-        duration: Default::default(),
-        outcome: Outcome::Complete,
-        request_facts: None,
-        response_facts: None,
-        client_name: Some(call.grant.client.name.to_string()),
-        client_profile: Some(call.grant.client.profile.to_string()),
-        provider,
+        path: uri.path(),
+        http_version: version_name(parts.version),
+        headers,
+        client_name: Some(&call.grant.client.name),
+        client_profile: Some(&call.grant.client.profile),
+        provider: provider.as_deref(),
         shape,
-        key: KeyUse::default(),
-        cost_usd: None,
-        usage_estimated: false,
-        limit: None,
-    }
+    })
 }
 
 /// A host with no `providers.toml` entry is named by the API its path speaks.

@@ -10,6 +10,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::conn_audit::submit_denial;
+use super::errors::FailureKind;
 use super::{ProxyBody, Shared, respond};
 use crate::health::HEALTH_PATH;
 use crate::metrics::METRICS_PATH;
@@ -33,7 +34,7 @@ pub async fn handle(
         Ok(Some(target)) => target,
         Ok(None) => return local(&shared, &req),
         Err(why) => {
-            return respond::error_closing(StatusCode::BAD_REQUEST, "bad_request", &why, http1);
+            return respond::error_closing(FailureKind::BadRequest, &why, http1);
         }
     };
     let decision = decide(&shared, client_addr, &req, &target, via).await;

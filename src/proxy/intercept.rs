@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
@@ -16,6 +16,7 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use super::activity::{Activity, Ended, drive};
 use super::conn_audit::{ConnAudit, Counted};
+use super::errors::FailureKind;
 use super::forward::{self, Call};
 use super::handler::authority_target;
 use super::{ProxyBody, Shared, respond};
@@ -65,13 +66,13 @@ async fn serve_tunnel(call: Arc<Call>, on_upgrade: OnUpgrade) {
         Ok(Ok(start)) => start,
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             call.audit
-                .failed("client_closed", "the client closed before TLS");
+                .failed(FailureKind::ClientClosed, "the client closed before TLS");
             return;
         }
         Ok(Err(e)) => {
             return refuse(
                 &call,
-                "not_tls",
+                FailureKind::NotTls,
                 &format!("not TLS on an intercepted CONNECT: {e}"),
             );
         }
@@ -80,7 +81,7 @@ async fn serve_tunnel(call: Arc<Call>, on_upgrade: OnUpgrade) {
                 "no complete TLS ClientHello within {}s (--handshake-timeout)",
                 limit.as_secs()
             );
-            return refuse(&call, "tls_timeout", &why);
+            return refuse(&call, FailureKind::ClientTlsTimeout, &why);
         }
     };
     let target = &call.grant.target;
@@ -91,15 +92,17 @@ async fn serve_tunnel(call: Arc<Call>, on_upgrade: OnUpgrade) {
                 "TLS SNI {sni} does not match the CONNECT host {}",
                 target.host
             );
-            return refuse(&call, "sni_mismatch", &why);
+            return refuse(&call, FailureKind::SniMismatch, &why);
         }
     }
     let config = match call.shared.ca.server_config_for(&target.host) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(host = %target.host, error = %e, "cannot issue a leaf certificate");
-            call.audit
-                .failed("leaf_certificate", "no leaf certificate could be issued");
+            call.audit.failed(
+                FailureKind::LeafCertificate,
+                "no leaf certificate could be issued",
+            );
             return;
         }
     };
@@ -107,21 +110,22 @@ async fn serve_tunnel(call: Arc<Call>, on_upgrade: OnUpgrade) {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             return call.audit.failed(
-                "tls_handshake",
+                FailureKind::ClientTlsHandshake,
                 &format!("TLS handshake with the client failed: {e}"),
             );
         }
         Err(_) => {
-            return call
-                .audit
-                .failed("tls_handshake", "TLS handshake with the client timed out");
+            return call.audit.failed(
+                FailureKind::ClientTlsHandshake,
+                "TLS handshake with the client timed out",
+            );
         }
     };
     serve_requests(call, tls).await;
 }
 
-fn refuse(call: &Call, kind: &str, why: &str) {
-    tracing::info!(client = %call.client_addr, target = %call.grant.target.authority(), why, "intercepted CONNECT refused");
+fn refuse(call: &Call, kind: FailureKind, why: &str) {
+    tracing::info!(client = %call.client_addr, target = %call.grant.target.authority(), kind = kind.as_str(), why, "intercepted CONNECT refused");
     // The front counted this connection as allowed; it ends as a denial.
     let decisions = &call.shared.decisions;
     let counted = match call.grant.verdict {
@@ -172,12 +176,12 @@ async fn handle_inner(call: Arc<Call>, req: Request<Incoming>) -> Response<Proxy
             "CONNECT inside the intercepted tunnel to {}",
             call.grant.target.authority()
         );
-        call.audit.failed("connect_in_tunnel", &why);
-        return respond::error(StatusCode::METHOD_NOT_ALLOWED, "policy", &why);
+        call.audit.failed(FailureKind::ConnectInTunnel, &why);
+        return respond::error(FailureKind::ConnectInTunnel, &why);
     }
     if let Err(why) = check_addressed(&call, &req) {
-        call.audit.failed("misdirected", &why);
-        return respond::error(StatusCode::MISDIRECTED_REQUEST, "misdirected", &why);
+        call.audit.failed(FailureKind::Misdirected, &why);
+        return respond::error(FailureKind::Misdirected, &why);
     }
     forward::captured(call, req, "https").await
 }

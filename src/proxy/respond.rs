@@ -6,6 +6,7 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 
 use super::ProxyBody;
+use super::errors::{Failure, FailureKind};
 use crate::policy::{Denial, DenyKind};
 
 pub fn empty() -> ProxyBody {
@@ -30,23 +31,19 @@ pub fn text(status: StatusCode, message: &str) -> Response<ProxyBody> {
     res
 }
 
-/// A proxy-made error answer: says why in the body and names the class in `x-llmtap-error`.
-pub fn error(status: StatusCode, kind: &str, message: &str) -> Response<ProxyBody> {
-    let mut res = text(status, message);
-    if let Ok(v) = HeaderValue::from_str(kind) {
-        res.headers_mut().insert("x-llmtap-error", v);
-    }
-    res
+/// A proxy-made error answer: the kind's status, why in the body, the kind in `x-llmtap-error`.
+pub fn error(kind: FailureKind, message: &str) -> Response<ProxyBody> {
+    mark(text(kind.status(), message), kind)
+}
+
+/// [`error`] for a [`Failure`].
+pub fn failure(failure: &Failure) -> Response<ProxyBody> {
+    error(failure.kind, &failure.message)
 }
 
 /// The same, ending the connection (HTTP/1.1; HTTP/2 has no `Connection` header).
-pub fn error_closing(
-    status: StatusCode,
-    kind: &str,
-    message: &str,
-    http1: bool,
-) -> Response<ProxyBody> {
-    let mut res = error(status, kind, message);
+pub fn error_closing(kind: FailureKind, message: &str, http1: bool) -> Response<ProxyBody> {
+    let mut res = error(kind, message);
     if http1 {
         res.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -57,8 +54,7 @@ pub fn error_closing(
 /// What a refused client sees: the status of the denial, the reason, `x-llmtap-error`, and
 /// `Proxy-Authenticate` for a 407.
 pub fn denial(denial: &Denial, http1: bool) -> Response<ProxyBody> {
-    let status = StatusCode::from_u16(denial.kind.status()).unwrap_or(StatusCode::FORBIDDEN);
-    let mut res = error_closing(status, denial.kind.as_str(), &denial.reason, http1);
+    let mut res = error_closing(denial.kind.into(), &denial.reason, http1);
     if denial.kind == DenyKind::Auth {
         res.headers_mut().insert(
             http::header::PROXY_AUTHENTICATE,
@@ -68,12 +64,15 @@ pub fn denial(denial: &Denial, http1: bool) -> Response<ProxyBody> {
     res
 }
 
-/// The status for an upstream failure class: a timeout is 504, everything else 502.
-pub fn upstream_status(kind: &str) -> StatusCode {
-    match kind {
-        "connect_timeout" | "timeout" => StatusCode::GATEWAY_TIMEOUT,
-        _ => StatusCode::BAD_GATEWAY,
-    }
+/// A refusal in the provider's JSON error shape: the kind's status and `x-llmtap-error`.
+pub fn json_error(kind: FailureKind, body: String) -> Response<ProxyBody> {
+    mark(json_text(kind.status(), body), kind)
+}
+
+fn mark(mut res: Response<ProxyBody>, kind: FailureKind) -> Response<ProxyBody> {
+    res.headers_mut()
+        .insert("x-llmtap-error", HeaderValue::from_static(kind.as_str()));
+    res
 }
 
 /// A JSON body that is already text.

@@ -9,6 +9,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::conn_audit::submit_denial;
+use super::errors::FailureKind;
 use super::{ProxyBody, Shared, respond};
 use crate::policy::{self, Decision, Denial, DenyKind, Route, SystemResolver, Target, Via};
 
@@ -33,7 +34,7 @@ pub async fn handle(
             .map(|r| format!("/{}/", r.prefix))
             .collect();
         let why = format!("no base-URL route here; routes: {}", prefixes.join(", "));
-        return respond::error_closing(StatusCode::NOT_FOUND, "no_route", &why, http1);
+        return respond::error_closing(FailureKind::NoRoute, &why, http1);
     };
     let target = Target::new(&route.host, route.port);
     // A base URL carries no proxy credentials: the client is its source address.
@@ -55,19 +56,18 @@ pub async fn handle(
         Decision::Deny(denial) => {
             tracing::info!(client = %client_addr, reason = %denial.reason, kind = denial.kind.as_str(), "base-URL route refused");
             submit_denial(&denial, client_addr, &*shared.sink, shared.config.audit);
+            let mut res = respond::error_closing(denial.kind.into(), &denial.reason, http1);
             // 407 asks for proxy credentials, which a base URL cannot send: 403 here.
-            let status = match denial.kind {
-                DenyKind::Auth => StatusCode::FORBIDDEN,
-                kind => StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::FORBIDDEN),
-            };
-            respond::error_closing(status, denial.kind.as_str(), &denial.reason, http1)
+            if denial.kind == DenyKind::Auth {
+                *res.status_mut() = StatusCode::FORBIDDEN;
+            }
+            res
         }
         Decision::Tunnel(_) | Decision::Local => {
             // `decide` intercepts every Via::Reverse request; anything else is a bug, refused.
             tracing::error!(route = %route.prefix, "a base-URL route was not decided as intercepted");
             respond::error_closing(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                FailureKind::Internal,
                 "the route could not be decided",
                 http1,
             )

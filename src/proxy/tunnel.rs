@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::conn_audit::{ConnAudit, Counted};
+use super::errors::{Failure, FailureKind};
 use super::upstream::connect_addr;
 use super::{ProxyBody, Shared, respond};
 use crate::policy::Grant;
@@ -46,13 +47,9 @@ pub async fn open(
         }
         Err(e) => {
             tracing::info!(target = %grant.target.authority(), error = %e, "CONNECT failed");
-            audit.failed(e.kind(), &e.to_string());
-            respond::error_closing(
-                respond::upstream_status(e.kind()),
-                e.kind(),
-                &e.to_string(),
-                http1,
-            )
+            let failure = Failure::from(&e);
+            audit.failed(failure.kind, &failure.message);
+            respond::error_closing(failure.kind, &failure.message, http1)
         }
     }
 }
@@ -116,8 +113,8 @@ where
             }
         }
         _ = audit.stalled_for(stall) => {
-            audit.failed("timeout", &format!("no byte either way for {}s (--body-timeout)", stall.as_secs()));
+            audit.failed(FailureKind::TunnelIdle, &format!("no byte either way for {}s (--body-timeout)", stall.as_secs()));
         }
-        _ = super::stopped(&mut cut) => audit.failed("shutdown", "cut at the end of the shutdown grace"),
+        _ = super::stopped(&mut cut) => audit.failed(FailureKind::Shutdown, "cut at the end of the shutdown grace"),
     }
 }

@@ -242,59 +242,26 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-/// Every provider fixture (responses, requests, garbage), as real bytes to start from.
-pub const FIXTURES: &[&[u8]] = &[
-    include_bytes!("../fixtures/providers/anthropic/error_400.json"),
-    include_bytes!("../fixtures/providers/anthropic/error_429.json"),
-    include_bytes!("../fixtures/providers/anthropic/error_500.json"),
-    include_bytes!("../fixtures/providers/anthropic/message.json"),
-    include_bytes!("../fixtures/providers/anthropic/stream.sse"),
-    include_bytes!("../fixtures/providers/anthropic/stream_cut.sse"),
-    include_bytes!("../fixtures/providers/anthropic/stream_delta_full_usage.sse"),
-    include_bytes!("../fixtures/providers/anthropic/stream_error.sse"),
-    include_bytes!("../fixtures/providers/anthropic/tool_use.json"),
-    include_bytes!("../fixtures/providers/garbage/bad_gateway.html"),
-    include_bytes!("../fixtures/providers/garbage/half_json.txt"),
-    include_bytes!("../fixtures/providers/garbage/random.bin"),
-    include_bytes!("../fixtures/providers/gemini/error_400.json"),
-    include_bytes!("../fixtures/providers/gemini/error_429.json"),
-    include_bytes!("../fixtures/providers/gemini/error_500.json"),
-    include_bytes!("../fixtures/providers/gemini/error_503_array.json"),
-    include_bytes!("../fixtures/providers/gemini/generate.json"),
-    include_bytes!("../fixtures/providers/gemini/stream.sse"),
-    include_bytes!("../fixtures/providers/gemini/stream_array.json"),
-    include_bytes!("../fixtures/providers/gemini/stream_array_cut.json"),
-    include_bytes!("../fixtures/providers/gemini/stream_cut.sse"),
-    include_bytes!("../fixtures/providers/openai_chat/completion.json"),
-    include_bytes!("../fixtures/providers/openai_chat/completion_n2.json"),
-    include_bytes!("../fixtures/providers/openai_chat/completions_legacy.json"),
-    include_bytes!("../fixtures/providers/openai_chat/embeddings.json"),
-    include_bytes!("../fixtures/providers/openai_chat/error_400.json"),
-    include_bytes!("../fixtures/providers/openai_chat/error_401.json"),
-    include_bytes!("../fixtures/providers/openai_chat/error_429.json"),
-    include_bytes!("../fixtures/providers/openai_chat/error_500.json"),
-    include_bytes!("../fixtures/providers/openai_chat/stream_cut.sse"),
-    include_bytes!("../fixtures/providers/openai_chat/stream_error.sse"),
-    include_bytes!("../fixtures/providers/openai_chat/stream_n2.sse"),
-    include_bytes!("../fixtures/providers/openai_chat/stream_no_usage.sse"),
-    include_bytes!("../fixtures/providers/openai_chat/stream_usage.sse"),
-    include_bytes!("../fixtures/providers/openai_responses/error_400.json"),
-    include_bytes!("../fixtures/providers/openai_responses/response.json"),
-    include_bytes!("../fixtures/providers/openai_responses/response_incomplete.json"),
-    include_bytes!("../fixtures/providers/openai_responses/stream.sse"),
-    include_bytes!("../fixtures/providers/openai_responses/stream_cut.sse"),
-    include_bytes!("../fixtures/providers/openai_responses/stream_error.sse"),
-    include_bytes!("../fixtures/providers/openai_responses/stream_failed.sse"),
-    include_bytes!("../fixtures/providers/openai_responses/stream_incomplete.sse"),
-    include_bytes!("../fixtures/providers/requests/anthropic.json"),
-    include_bytes!("../fixtures/providers/requests/gemini.json"),
-    include_bytes!("../fixtures/providers/requests/openai_chat.json"),
-    include_bytes!("../fixtures/providers/requests/openai_responses.json"),
-];
+/// Every provider fixture (responses, requests, garbage), as real bytes to start from: every
+/// file of every directory under `tests/fixtures/providers`, so a new one is fuzzed too.
+pub fn fixtures() -> &'static [Vec<u8>] {
+    static ALL: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let root =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/providers");
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(root)
+            .unwrap()
+            .flat_map(|dir| std::fs::read_dir(dir.unwrap().path()).unwrap())
+            .map(|file| file.unwrap().path())
+            .collect();
+        files.sort();
+        files.iter().map(|f| std::fs::read(f).unwrap()).collect()
+    })
+}
 
 /// A fixture, mutated by up to `max_edits` edits.
 pub fn mutated_fixture(max_edits: usize) -> impl Strategy<Value = Vec<u8>> {
-    (proptest::sample::select(FIXTURES), edits(max_edits)).prop_map(|(f, e)| mutate(f, &e))
+    (proptest::sample::select(fixtures()), edits(max_edits)).prop_map(|(f, e)| mutate(&f, &e))
 }
 
 /// Text for JSON strings: ASCII, quotes, backslashes, controls, non-ASCII, fake JSON.

@@ -19,6 +19,10 @@ Anthropic call must carry ``x-api-key: <key>`` or ``Authorization: Bearer <key>`
 Anthropic SDKs send an api_key the second way), an OpenAI call ``Authorization: Bearer <key>``;
 anything else gets the provider's 401 (which the SDKs raise as AuthenticationError). The request's
 ``auth`` says which it was, and ``auth_header`` in which header the key came.
+
+``pad_stream(probe, nbytes)`` makes the Chat Completions stream of that probe carry ``nbytes``
+more content (``filler_text(nbytes)``, in chunks after the usual ones): a stream long
+enough for a byte-based usage estimate to matter.
 """
 
 from __future__ import annotations
@@ -171,7 +175,16 @@ def chat_json(probe: str, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def chat_stream(probe: str, body: dict[str, Any]) -> tuple[list[bytes], list[bytes]]:
+FILLER_CHUNK = 500  # characters of padding per content chunk
+
+
+def filler_text(nbytes: int) -> str:
+    """The padding ``pad_stream`` adds: ``nbytes`` ASCII characters."""
+    words = "lorem ipsum dolor sit amet "
+    return (words * (nbytes // len(words) + 1))[:nbytes]
+
+
+def chat_stream(probe: str, body: dict[str, Any], filler: str = "") -> tuple[list[bytes], list[bytes]]:
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     base = {"id": _id("chatcmpl-", probe), "object": "chat.completion.chunk", "created": int(time.time()),
             "model": response_model(body["model"]), "service_tier": "default", "system_fingerprint": "fp_mock"}
@@ -183,7 +196,8 @@ def chat_stream(probe: str, body: dict[str, Any]) -> tuple[list[bytes], list[byt
         return _sse(None, data)
 
     head = [chunk({"role": "assistant", "content": "", "refusal": None}, None), chunk({"content": STREAM_CHUNKS[0]}, None)]
-    tail = [*(chunk({"content": t}, None) for t in STREAM_CHUNKS[1:]), chunk({}, "stop")]
+    pads = [filler[i:i + FILLER_CHUNK] for i in range(0, len(filler), FILLER_CHUNK)]
+    tail = [*(chunk({"content": t}, None) for t in [*STREAM_CHUNKS[1:], *pads]), chunk({}, "stop")]
     if include_usage:
         tail.append(_sse(None, {**base, "choices": [], "usage": _openai_usage(USAGE["openai_chat_stream"])}))
     tail.append(b"data: [DONE]\n\n")
@@ -388,7 +402,11 @@ class _Handler(BaseHTTPRequestHandler):
             seen.encoding = self._send_json(200, as_json(seen.probe, seen.body), request_id)
             seen.state = "tail-sent"
             return
-        head, tail = as_stream(seen.probe, seen.body)
+        padding = mock.stream_padding.get(seen.probe, 0) if seen.probe else 0
+        if padding and path == "/v1/chat/completions":
+            head, tail = chat_stream(seen.probe, seen.body, filler_text(padding))
+        else:
+            head, tail = as_stream(seen.probe, seen.body)
         self.send_response(200)
         self.send_header("content-type", "text/event-stream; charset=utf-8")
         self.send_header("cache-control", "no-cache")
@@ -419,6 +437,7 @@ class ProviderMock:
         self.sni: dict[int, str] = {}
         self.lock = threading.Lock()
         self._gates: dict[str, _Gate] = {}
+        self.stream_padding: dict[str, int] = {}  # probe -> extra content bytes (pad_stream)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(self.certs["cert"], self.certs["key"])
         ctx.set_alpn_protocols(["http/1.1"])
@@ -438,6 +457,11 @@ class ProviderMock:
     def release(self, probe: str) -> None:
         """Lets the stream for ``probe`` send its tail (idempotent; may come before the request)."""
         self.gate(probe).event.set()
+
+    def pad_stream(self, probe: str, nbytes: int) -> None:
+        """The Chat Completions stream for ``probe`` carries ``filler_text(nbytes)`` after its usual text."""
+        with self.lock:
+            self.stream_padding[probe] = nbytes
 
     def requests_for(self, probe: str) -> list[Seen]:
         with self.lock:
