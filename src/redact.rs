@@ -10,6 +10,7 @@ use regex::{Captures, Regex, RegexSet};
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 
 /// What a redacted value is replaced with.
@@ -142,13 +143,35 @@ impl Default for RedactionConfig {
     }
 }
 
+/// FNV-1a: the sets below hold a few dozen short names chosen by the operator, looked up for
+/// every header of every call; SipHash's flood resistance buys nothing there.
+#[derive(Debug, Default, Clone, Copy)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for byte in bytes {
+            hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
+/// A set of lower-cased names.
+type Names = HashSet<String, BuildHasherDefault<Fnv>>;
+
 /// Compiled redaction rules, built once at start-up and shared (`Arc`) by every exchange.
 #[derive(Debug, Clone)]
 pub struct Redactor {
-    safe_exact: HashSet<String>,
+    safe_exact: Names,
     safe_prefixes: Vec<String>,
-    always_redacted: HashSet<String>,
-    query_params: HashSet<String>,
+    always_redacted: Names,
+    query_params: Names,
     /// The body patterns, in the configured order.
     patterns: Vec<Pattern>,
     /// Which patterns can match a text at all, found by one literal scan.
@@ -387,11 +410,8 @@ impl Redactor {
 }
 
 /// Splits allowlist entries into exact names and `prefix*` prefixes, lower-cased.
-fn split_safe_headers(
-    entries: &[String],
-    problems: &mut Vec<String>,
-) -> (HashSet<String>, Vec<String>) {
-    let mut exact = HashSet::new();
+fn split_safe_headers(entries: &[String], problems: &mut Vec<String>) -> (Names, Vec<String>) {
+    let mut exact = Names::default();
     let mut prefixes = Vec::new();
     for entry in entries {
         let entry = entry.trim().to_ascii_lowercase();

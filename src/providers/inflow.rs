@@ -19,7 +19,8 @@ pub const FREE_DECODED: u64 = 1024 * 1024;
 /// piece past this). About a third of a millisecond of decoding and parsing.
 pub const WORK_SLICE: usize = 32 * 1024;
 /// Most memory one body's decoder may hold (the stream picks its window: zstd up to the 8 MiB
-/// we allow, brotli up to 16 MiB); past it, or past the capture budget, parsing stops.
+/// we allow, brotli up to 16 MiB); past it, or past the capture budget, parsing stops. A zstd
+/// frame asking for a larger window is refused from its header on (`memory_limit` too).
 pub const MAX_DECODER_MEMORY: usize = 9 * 1024 * 1024;
 
 /// A body's bytes from the wire to a parser's `sink`: queued as offered, decoded and handed on

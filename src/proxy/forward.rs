@@ -401,9 +401,17 @@ fn refuse_store_unavailable(call: &Call, record: Exchange) -> Response<ProxyBody
 fn record_local_answer(
     call: &Call,
     record: Exchange,
-    res: Response<ProxyBody>,
+    mut res: Response<ProxyBody>,
     outcome: Outcome,
 ) -> Response<ProxyBody> {
+    // The request body was never read, so HTTP/1 cannot reuse the connection: say so, or a
+    // client that keeps connections alive sends its next request into a closed socket.
+    if !matches!(record.http_version.as_str(), "2" | "3") {
+        res.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
     let tap = Arc::new(Mutex::new(RequestTap {
         capture: CaptureBuf::new(0, Arc::clone(&call.shared.budget)),
         parser: None,

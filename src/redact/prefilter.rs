@@ -1,19 +1,27 @@
-//! A cheap first pass before the redaction regexes: one Aho-Corasick scan for literals that
-//! every match of a pattern must contain, so that a pattern's regex runs only on text that
-//! holds one of its literals.
+//! A cheap first pass before the redaction regexes: one scan for literals that every match
+//! of a pattern must contain, so that a pattern's regex runs only on text that holds one of
+//! its literals.
 //!
 //! The literals are derived from each pattern, not declared: a walk over the pattern's HIR
 //! (`regex-syntax`, parsed as `regex::Regex::new` parses it) finds, for every sub-expression,
 //! the strings it matches when they are few (`exact`), and sets that every match starts with
 //! (`prefix`), ends with (`suffix`) or contains (`inner`). A concatenation joins neighbours
 //! (the `suffix` of one, the `exact` sets after it, the `prefix` of the next), so
-//! `"(?P<field>…token)"` needs `token"`, which `"max_tokens"` does not contain; `(?i)` letters
-//! become their case variants, the Kelvin sign for `k` and the long s for `s` included.
-//! Literals are lower-cased and searched ASCII case-insensitively: a superset, so a match is
-//! never missed. A pattern whose best set has a literal shorter than [`MIN_LITERAL`] bytes,
-//! or has no set at all, is always run.
+//! `"(?P<field>…token)"` needs `token"`, which `"max_tokens"` does not contain. Any part of a
+//! needed literal is needed too, so literals that share an end are cut to it (`api_key"`,
+//! `secret_key"` → `key"`) to keep the set small.
+//!
+//! Literals are lower-cased and the text is searched ASCII case-insensitively (a lower-cased
+//! copy, a chunk at a time, through a SIMD "packed" searcher; an Aho-Corasick automaton where
+//! that is not available): a superset, so a match is never missed. The two non-ASCII letters
+//! that `(?i)` relates to ASCII ones, the Kelvin sign (`k`) and the long s (`s`), are folded
+//! into their ASCII letter; a text holding either makes every pattern a candidate. A pattern
+//! whose best set has a literal shorter than [`MIN_LITERAL`] bytes, or has no set at all, is
+//! always run.
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::packed::{self, Searcher};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind, Span};
+use memchr::memmem::Finder;
 use regex_syntax::hir::{Class, Hir, HirKind};
 
 /// Shortest literal worth searching for: shorter ones hit almost any text.
@@ -26,6 +34,16 @@ const MAX_CLASS: usize = 8;
 const MAX_REPEAT: u32 = 3;
 /// Patterns a candidate set can name; with more, every pattern always runs.
 const MAX_PATTERNS: usize = 256;
+/// Shortest end two literals may be cut to when they share it.
+const MIN_SHARED: usize = 4;
+/// Sets this small are searched as they are.
+const SMALL_SET: usize = 4;
+/// Longest literal searched for (a longer one is cut: any part of a needed literal is needed).
+const MAX_LITERAL: usize = 32;
+/// Bytes of text lower-cased and searched at a time.
+const CHUNK: usize = 4096;
+/// The non-ASCII characters `(?i)` makes equal to an ASCII letter, and that letter.
+const FOLDED: [(char, u8); 2] = [('\u{212A}', b'k'), ('\u{17F}', b's')];
 
 /// A set of literals (lower-cased, sorted, no duplicates).
 type Lits = Vec<Vec<u8>>;
@@ -76,13 +94,28 @@ impl Candidates {
 #[derive(Debug, Clone)]
 pub(super) struct Prefilter {
     /// `None` when no pattern has usable literals.
-    searcher: Option<AhoCorasick>,
-    /// The searcher's literals, and for each the patterns that need it.
+    scanner: Option<Scanner>,
+    /// The literals, and for each the patterns that need it.
     literals: Vec<(Vec<u8>, Candidates)>,
     /// Patterns without usable literals: candidates for every text.
     always: Candidates,
-    /// Patterns the searcher can report: once all of them are found the scan stops.
+    /// Patterns the scanner can report: once all of them are found the scan stops.
     filtered: Candidates,
+    /// Finders of the [`FOLDED`] characters: a text with one makes every pattern a candidate.
+    folded: Vec<Finder<'static>>,
+}
+
+/// How the literals are searched.
+#[derive(Debug, Clone)]
+enum Scanner {
+    /// Teddy on a lower-cased copy, leftmost-longest; `owners[i]`: the patterns of literal `i`
+    /// and of every literal that is a prefix of it (the ones that match where it does).
+    Packed {
+        searcher: Searcher,
+        owners: Vec<Candidates>,
+    },
+    /// An ASCII case-insensitive automaton reporting every (overlapping) occurrence.
+    Automaton(AhoCorasick),
 }
 
 impl Prefilter {
@@ -90,10 +123,14 @@ impl Prefilter {
     pub(super) fn new<'p>(patterns: impl ExactSizeIterator<Item = &'p str>) -> Prefilter {
         let count = patterns.len();
         let mut prefilter = Prefilter {
-            searcher: None,
+            scanner: None,
             literals: Vec::new(),
             always: Candidates::default(),
             filtered: Candidates::default(),
+            folded: FOLDED
+                .iter()
+                .map(|(c, _)| Finder::new(c.encode_utf8(&mut [0; 4]).as_bytes()).into_owned())
+                .collect(),
         };
         if count > MAX_PATTERNS {
             prefilter.always = Candidates::all();
@@ -105,8 +142,8 @@ impl Prefilter {
                 None => prefilter.always.insert(index),
             }
         }
-        prefilter.searcher = build_searcher(&prefilter.literals);
-        if prefilter.searcher.is_none() {
+        prefilter.scanner = build_scanner(&prefilter.literals);
+        if prefilter.scanner.is_none() {
             prefilter.always.union(&prefilter.filtered);
             prefilter.filtered = Candidates::default();
         }
@@ -131,11 +168,71 @@ impl Prefilter {
     /// unfiltered ones.
     pub(super) fn candidates(&self, text: &str) -> Candidates {
         let mut found = self.always;
-        let Some(searcher) = &self.searcher else {
+        let Some(scanner) = &self.scanner else {
             return found;
         };
+        let bytes = text.as_bytes();
+        if self.folded.iter().any(|f| f.find(bytes).is_some()) {
+            found.union(&self.filtered);
+            return found;
+        }
+        let hit = match scanner {
+            Scanner::Packed { searcher, owners } => self.scan_packed(searcher, owners, bytes),
+            Scanner::Automaton(automaton) => self.scan_automaton(automaton, text),
+        };
+        found.union(&hit);
+        found
+    }
+
+    fn scan_packed(&self, searcher: &Searcher, owners: &[Candidates], bytes: &[u8]) -> Candidates {
+        thread_local! {
+            /// The lower-cased chunk: kept, so a scan neither allocates nor zeroes it.
+            static LOWER: std::cell::RefCell<Vec<u8>> =
+                std::cell::RefCell::new(Vec::with_capacity(CHUNK));
+        }
+        LOWER.with(|lower| match lower.try_borrow_mut() {
+            Ok(mut lower) => self.scan_chunks(searcher, owners, bytes, &mut lower),
+            // Not reentrant; a nested call (there is none) gets its own buffer.
+            Err(_) => self.scan_chunks(searcher, owners, bytes, &mut Vec::new()),
+        })
+    }
+
+    /// Lower-cased chunks (overlapping by a literal's length) through the packed searcher;
+    /// every position a literal starts at is reported once, with the longest literal there.
+    fn scan_chunks(
+        &self,
+        searcher: &Searcher,
+        owners: &[Candidates],
+        bytes: &[u8],
+        lower: &mut Vec<u8>,
+    ) -> Candidates {
         let mut hit = Candidates::default();
-        for m in searcher.find_overlapping_iter(text) {
+        let mut start = 0;
+        loop {
+            let end = bytes.len().min(start + CHUNK);
+            lower.clear();
+            lower.extend_from_slice(&bytes[start..end]);
+            lower.make_ascii_lowercase();
+            let mut at = 0;
+            while let Some(m) = searcher.find_in(&lower[..], Span::from(at..lower.len())) {
+                if let Some(owners) = owners.get(m.pattern().as_usize()) {
+                    hit.union(owners);
+                }
+                if hit.covers(&self.filtered) {
+                    return hit;
+                }
+                at = m.start() + 1;
+            }
+            if end == bytes.len() {
+                return hit;
+            }
+            start = end - (MAX_LITERAL - 1);
+        }
+    }
+
+    fn scan_automaton(&self, automaton: &AhoCorasick, text: &str) -> Candidates {
+        let mut hit = Candidates::default();
+        for m in automaton.find_overlapping_iter(text) {
             if let Some((_, owners)) = self.literals.get(m.pattern().as_usize()) {
                 hit.union(owners);
                 if hit.covers(&self.filtered) {
@@ -143,8 +240,7 @@ impl Prefilter {
                 }
             }
         }
-        found.union(&hit);
-        found
+        hit
     }
 
     /// The literals pattern `index` is searched by (empty: it always runs).
@@ -158,10 +254,32 @@ impl Prefilter {
     }
 }
 
-/// One ASCII case-insensitive searcher over all literals (a DFA when one can be built).
-fn build_searcher(literals: &[(Vec<u8>, Candidates)]) -> Option<AhoCorasick> {
+/// The packed searcher over the lower-cased literals, or else an automaton.
+fn build_scanner(literals: &[(Vec<u8>, Candidates)]) -> Option<Scanner> {
     if literals.is_empty() {
         return None;
+    }
+    let mut config = packed::Config::new();
+    config.match_kind(packed::MatchKind::LeftmostLongest);
+    // Teddy's own guess is 64 literals; a few more cost little next to a byte-wise scan.
+    config.heuristic_pattern_limits(false);
+    let searcher = config
+        .builder()
+        .extend(literals.iter().map(|(l, _)| l))
+        .build();
+    if let Some(searcher) = searcher {
+        let owners = literals
+            .iter()
+            .map(|(literal, _)| {
+                let mut owners = Candidates::default();
+                for (other, of) in literals.iter().filter(|(o, _)| literal.starts_with(o)) {
+                    let _ = other;
+                    owners.union(of);
+                }
+                owners
+            })
+            .collect();
+        return Some(Scanner::Packed { searcher, owners });
     }
     let build = |kind| {
         AhoCorasick::builder()
@@ -173,6 +291,7 @@ fn build_searcher(literals: &[(Vec<u8>, Candidates)]) -> Option<AhoCorasick> {
     build(Some(AhoCorasickKind::DFA))
         .or_else(|_| build(None))
         .ok()
+        .map(Scanner::Automaton)
 }
 
 /// A set of literals every match of `pattern` contains, if one worth searching for exists.
@@ -182,7 +301,48 @@ fn required_literals(pattern: &str) -> Option<Lits> {
         .parse(pattern)
         .ok()?;
     let set = walk(&hir).inner.filter(|set| score(set) >= MIN_LITERAL)?;
-    Some(without_redundant(set))
+    Some(simplified(set))
+}
+
+/// A set that is needed as surely, and no larger: literals cut to [`MAX_LITERAL`] bytes and
+/// without those that contain another one (text holding the longer holds the shorter too);
+/// a set of more than [`SMALL_SET`] literals is also tried with each literal cut to the
+/// longest end it shares with another (its last bytes, or its first), and the smallest of the
+/// three is kept.
+fn simplified(set: Lits) -> Lits {
+    let cut = |mut literal: Vec<u8>| {
+        literal.truncate(MAX_LITERAL);
+        literal
+    };
+    let set = without_redundant(normalize(set.into_iter().map(cut).collect()));
+    if set.len() <= SMALL_SET {
+        return set;
+    }
+    let by_suffix = without_redundant(shared_ends(&set, |l, n| &l[l.len() - n..]));
+    let by_prefix = without_redundant(shared_ends(&set, |l, n| &l[..n]));
+    let smallest = [by_suffix, by_prefix]
+        .into_iter()
+        .min_by_key(|s| (s.len(), std::cmp::Reverse(score(s))));
+    match smallest {
+        Some(smaller) if smaller.len() < set.len() && score(&smaller) >= MIN_SHARED => smaller,
+        _ => set,
+    }
+}
+
+/// Each literal cut to the longest end (at least [`MIN_SHARED`] bytes) that another literal
+/// also ends (or starts) with; a literal that shares none stays whole.
+fn shared_ends(set: &Lits, end: fn(&[u8], usize) -> &[u8]) -> Lits {
+    let cut = |literal: &Vec<u8>| {
+        (MIN_SHARED..=literal.len())
+            .rev()
+            .map(|n| end(literal, n))
+            .find(|e| {
+                set.iter()
+                    .any(|o| o != literal && o.len() >= e.len() && end(o, e.len()) == *e)
+            })
+            .map_or_else(|| literal.clone(), <[u8]>::to_vec)
+    };
+    normalize(set.iter().map(cut).collect())
 }
 
 /// The set without literals that contain another of its literals (text holding the longer
@@ -190,7 +350,10 @@ fn required_literals(pattern: &str) -> Option<Lits> {
 fn without_redundant(set: Lits) -> Lits {
     let keep = |literal: &Vec<u8>| {
         !set.iter().any(|other| {
-            other.len() < literal.len() && literal.windows(other.len()).any(|w| w == other.as_slice())
+            other.len() < literal.len()
+                && literal
+                    .windows(other.len())
+                    .any(|w| w == other.as_slice())
         })
     };
     set.iter().filter(|l| keep(l)).cloned().collect()
@@ -241,7 +404,10 @@ fn class_literals(class: &Class) -> Option<Lits> {
                 return None;
             }
             chars
-                .map(|c| c.encode_utf8(&mut [0; 4]).as_bytes().to_ascii_lowercase())
+                .map(|c| match FOLDED.iter().find(|(folded, _)| *folded == c) {
+                    Some((_, ascii)) => vec![*ascii],
+                    None => c.encode_utf8(&mut [0; 4]).as_bytes().to_ascii_lowercase(),
+                })
                 .collect()
         }
         Class::Bytes(class) => {
@@ -449,14 +615,25 @@ mod tests {
     }
 
     #[test]
-    fn case_insensitive_letters_keep_their_unicode_variants() {
+    fn case_insensitive_letters_fold_their_unicode_variants() {
         let set = literals(r"(?i)bearer\s+(?P<secret>\S+)");
         assert_eq!(set, ["bearer"]);
         let set = literals(r#"(?i)"(?P<field>[a-z]{0,64}token)"\s*:"#);
-        assert!(set.contains(&"token\"".to_owned()), "{set:?}");
-        assert!(set.contains(&"to\u{212A}en\"".to_owned()), "{set:?}");
-        let set = literals(r"(?i)secret");
-        assert!(set.contains(&"ſecret".to_owned()), "{set:?}");
+        assert_eq!(set, ["token\""]);
+        assert_eq!(literals(r"(?i)secret"), ["secret"]);
+        // A text holding a Kelvin sign or a long s makes every pattern a candidate.
+        let prefilter = Prefilter::new([r"(?i)token", r"x{3}abc"].into_iter());
+        let kelvin = prefilter.candidates("to\u{212A}en");
+        assert!(kelvin.contains(0) && kelvin.contains(1));
+        assert!(!prefilter.candidates("to-ken").contains(0));
+    }
+
+    #[test]
+    fn sets_are_cut_to_shared_ends() {
+        let set = literals(r#"(?i)"[a-z]{0,9}(?:api[_-]?key|secret[_-]?key|token|password)""#);
+        assert_eq!(set, ["key\"", "password\"", "token\""]);
+        // Small sets stay as they are: the shared end would be weaker.
+        assert_eq!(literals(r"private key(?: block)?-----").len(), 2);
     }
 
     #[test]
@@ -501,6 +678,6 @@ mod dump {
             let l = p.literals_of(i);
             println!("{} ({}): {:?}", pat.name, l.len(), l);
         }
-        println!("total literals {}", p.literals.len());
+        println!("total literals {} packed {}", p.literals.len(), matches!(p.scanner, Some(super::Scanner::Packed { .. })));
     }
 }

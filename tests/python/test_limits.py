@@ -447,17 +447,11 @@ def test_concurrent_calls_refuses_while_a_stream_is_open(start_limited: StartLim
     assert call_json(ANTHROPIC, base_url, after) == JSON_TEXT, "the place came back when the stream ended"
 
 
-# A bug in llmtap (src/proxy/forward.rs, `captured` and `refuse_limit`): a limit refusal is answered
-# without reading the request body and without `Connection: close`; when the body had not all
-# arrived yet, hyper then closes the connection after the 429. A client that reuses the kept-alive
-# connection (httpx does; undici did not in these tests) sometimes has its next call fail with
-# "Server disconnected without sending a response": with max_retries=0 the agent gets
-# APIConnectionError instead of RateLimitError. Remove both xfail markers once it is fixed.
-KEEPALIVE_BUG = ("llmtap closes the connection after a limit refusal without Connection: close "
-                 "(the request body is left unread)")
+# A limit refusal is answered without reading the request body, so llmtap closes the HTTP/1
+# connection after it and says so (`Connection: close`): a client that keeps connections alive
+# (httpx does) then opens a new one for its next call instead of writing into a closed socket.
 
 
-@pytest.mark.xfail(reason=KEEPALIVE_BUG + "; intermittent", strict=False)
 @pytest.mark.parametrize("way", ["proxy", "base-url"])
 @pytest.mark.parametrize("provider", PROVIDERS, ids=PROVIDER_IDS)
 def test_one_client_over_kept_alive_connections(provider: Provider, way: str, start_limited: StartLimited) -> None:
@@ -558,7 +552,6 @@ def _http1_response(sock: Any) -> tuple[int, dict[str, str]] | None:
     return int(lines[0].split()[1]), headers
 
 
-@pytest.mark.xfail(reason=KEEPALIVE_BUG, strict=True)
 def test_a_limit_refusal_keeps_the_connection_or_says_it_closes(start_limited: StartLimited) -> None:
     """The protocol-level form of the keep-alive test, deterministic: on a base-URL route (plain
     HTTP/1.1), a call whose body follows its head by 0.2 s is refused (requests_per_minute = 1);

@@ -32,8 +32,8 @@ impl<'a> LoggedBody<'a> {
             Ok((decoded, cut)) => {
                 let truncated = body.truncated || cut;
                 let text = match &decoded {
-                    Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes),
-                    Cow::Owned(bytes) => Cow::Owned(String::from_utf8_lossy(bytes).into_owned()),
+                    Cow::Borrowed(bytes) => lossy(bytes),
+                    Cow::Owned(bytes) => Cow::Owned(lossy(bytes).into_owned()),
                 };
                 LoggedBody {
                     decoded: Some(decoded),
@@ -49,6 +49,15 @@ impl<'a> LoggedBody<'a> {
                 decode_error: Some(error),
             },
         }
+    }
+}
+
+/// The bytes as text, invalid UTF-8 replaced by U+FFFD (`from_utf8_lossy`, with the fast
+/// check of valid text first).
+fn lossy(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 

@@ -105,31 +105,56 @@ pub(super) fn push_json_str(out: &mut String, s: &str) {
 /// `s` escaped for the inside of a JSON string, exactly as serde_json does it: `"`, `\\`
 /// and the control characters, with the short forms `\b \f \n \r \t`; nothing else.
 pub(super) fn push_escaped(out: &mut String, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut start = 0;
-    for (at, byte) in s.bytes().enumerate() {
-        if escaped_byte_len(byte) == 1 {
+    let bytes = s.as_bytes();
+    let mut clean_from = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        // Clean text goes eight bytes at a time.
+        let word = bytes.get(at..at + 8).and_then(|w| <[u8; 8]>::try_from(w).ok());
+        if word.is_some_and(|w| !needs_escape(u64::from_le_bytes(w))) {
+            at += 8;
             continue;
         }
-        // Only ASCII bytes are escaped: `at` is a char boundary.
-        out.push_str(&s[start..at]);
-        start = at + 1;
-        match byte {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            0x08 => out.push_str("\\b"),
-            0x0c => out.push_str("\\f"),
-            _ => {
-                out.push_str("\\u00");
-                out.push(char::from(HEX[usize::from(byte >> 4)]));
-                out.push(char::from(HEX[usize::from(byte & 0xf)]));
-            }
+        let byte = bytes[at];
+        if escaped_byte_len(byte) > 1 {
+            // Only ASCII bytes are escaped: `at` is a char boundary.
+            out.push_str(&s[clean_from..at]);
+            push_escape(out, byte);
+            clean_from = at + 1;
+        }
+        at += 1;
+    }
+    out.push_str(&s[clean_from..]);
+}
+
+/// Whether any of eight bytes is one JSON escapes (below 0x20, `"` or `\\`): the word tricks
+/// "has a byte less than n" and "has a zero byte", exact for the word as a whole.
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    let quote = has_zero(word ^ (ONES * u64::from(b'"')));
+    let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
+    (control | quote | backslash) != 0
+}
+
+fn push_escape(out: &mut String, byte: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match byte {
+        b'"' => out.push_str("\\\""),
+        b'\\' => out.push_str("\\\\"),
+        b'\n' => out.push_str("\\n"),
+        b'\r' => out.push_str("\\r"),
+        b'\t' => out.push_str("\\t"),
+        0x08 => out.push_str("\\b"),
+        0x0c => out.push_str("\\f"),
+        _ => {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
         }
     }
-    out.push_str(&s[start..]);
 }
 
 /// Bytes `s` takes inside a JSON string, exactly as serde_json escapes it.
@@ -168,4 +193,23 @@ pub(super) fn cut_escaped(s: &str, budget: usize) -> &str {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_word_check_agrees_with_the_byte_check() {
+        for byte in 0..=u8::MAX {
+            for filler in [b'a', 0xc3, 0x7f, b' '] {
+                for at in 0..8 {
+                    let mut word = [filler; 8];
+                    word[at] = byte;
+                    let want = word.iter().any(|b| escaped_byte_len(*b) > 1);
+                    assert_eq!(needs_escape(u64::from_le_bytes(word)), want, "{word:?}");
+                }
+            }
+        }
+    }
 }

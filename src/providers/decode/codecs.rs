@@ -163,7 +163,7 @@ impl BufRead for Feed {
 
 /// Gzip members one after another, each checked by flate2 as it ends; bytes after a member
 /// that cannot start another (padding, garbage) are ignored, as browsers do.
-struct Gzip {
+pub(super) struct Gzip {
     member: GzDecoder<Feed>,
 }
 
@@ -249,7 +249,7 @@ fn inflate(d: &mut Decompress, input: &[u8], out: &mut [u8]) -> Result<Progress,
 /// HTTP `deflate` is meant to be zlib-wrapped (its Adler-32 then checked by flate2), but some
 /// servers send raw deflate: the first two bytes tell.
 #[derive(Default)]
-struct Deflate {
+pub(super) struct Deflate {
     head: Vec<u8>,
     d: Option<Decompress>,
 }
@@ -309,7 +309,7 @@ impl<T: Clone + Default> Allocator<T> for Counted {
 /// brotli's stream decoder. Its reader and writer wrappers allow the large-window extension
 /// (windows up to 1 GiB) and its writer cannot stop inside a write without losing its place,
 /// so the stream call is used as it is.
-struct Brotli {
+pub(super) struct Brotli {
     state: BrotliState<Counted, Counted, Counted>,
     used: Arc<AtomicUsize>,
 }
