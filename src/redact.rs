@@ -154,7 +154,11 @@ impl Hasher for Fnv {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
         for byte in bytes {
             hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
         }
@@ -306,10 +310,11 @@ impl Redactor {
     /// Whether the text holds anything key-shaped (a real key where a sentinel belongs).
     pub fn looks_secret(&self, text: &str) -> bool {
         let candidates = self.prefilter.candidates(text);
-        self.patterns
-            .iter()
-            .enumerate()
-            .any(|(index, p)| candidates.contains(index) && p.regex.is_match(text))
+        candidates.indices(self.patterns.len()).any(|index| {
+            self.patterns
+                .get(index)
+                .is_some_and(|p| p.regex.is_match(text))
+        })
     }
 
     /// Text with every key-shaped string replaced; borrowed when nothing matched.
@@ -333,10 +338,10 @@ impl Redactor {
         candidates: prefilter::Candidates,
     ) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
-        for (index, pattern) in self.patterns.iter().enumerate() {
-            if !candidates.contains(index) {
+        for index in candidates.indices(self.patterns.len()) {
+            let Some(pattern) = self.patterns.get(index) else {
                 continue;
-            }
+            };
             let replaced = match &out {
                 // Unchanged so far: replacing finds the matches, if any, in one pass.
                 Cow::Borrowed(text) => replace_secrets(pattern, text),

@@ -941,7 +941,11 @@ async fn a_redirect_never_carries_the_real_key() {
         .filter(|(_, h)| header(h, "x-api-key") == REAL_ANTHROPIC)
         .map(|(pq, _)| pq)
         .collect();
-    assert_eq!(with_real, ["/v1/redirect"], "the real key went once, to its host");
+    assert_eq!(
+        with_real,
+        ["/v1/redirect"],
+        "the real key went once, to its host"
+    );
     let (pq, headers) = received.last().unwrap();
     assert_eq!(pq, "/json");
     assert_eq!(header(headers, "x-api-key"), SENTINEL);

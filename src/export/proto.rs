@@ -218,7 +218,11 @@ fn record_len(record: &LogRecordData<'_>) -> usize {
         .map(|(key, value)| field_len(attribute_len(key, value)))
         .sum();
     fixed64_len(unix_nanos(record.timestamp))
-        + if severity == 0 { 0 } else { 1 + varint_len(severity) }
+        + if severity == 0 {
+            0
+        } else {
+            1 + varint_len(severity)
+        }
         + string_field_len(record.severity.text())
         + field_len(field_len(record.body.len()))
         + attributes
@@ -242,7 +246,11 @@ fn put_record(out: &mut Vec<u8>, record: &LogRecordData<'_>) {
         put_head(out, KV_VALUE, any_value_len(value));
         put_any_value(out, value);
     }
-    put_fixed64(out, LOG_OBSERVED_TIME, unix_nanos(record.observed_timestamp));
+    put_fixed64(
+        out,
+        LOG_OBSERVED_TIME,
+        unix_nanos(record.observed_timestamp),
+    );
     put_string_field(out, LOG_EVENT_NAME, record.event_name);
 }
 

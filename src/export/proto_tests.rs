@@ -100,7 +100,10 @@ fn resource() -> Vec<(String, String)> {
     ]
 }
 
-fn record(body: String, attributes: Vec<(&'static str, AttrValue<'static>)>) -> LogRecordData<'static> {
+fn record(
+    body: String,
+    attributes: Vec<(&'static str, AttrValue<'static>)>,
+) -> LogRecordData<'static> {
     LogRecordData {
         event_name: "gen_ai.client.inference.operation.details",
         timestamp: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
@@ -129,7 +132,10 @@ fn edge_records() -> Vec<LogRecordData<'static>> {
         ("a.true", AttrValue::Bool(true)),
         ("a.false", AttrValue::Bool(false)),
         ("", AttrValue::Bool(true)),
-        ("a.array", AttrValue::StrArray(vec!["stop".into(), "".into()])),
+        (
+            "a.array",
+            AttrValue::StrArray(vec!["stop".into(), "".into()]),
+        ),
         ("a.none", AttrValue::StrArray(Vec::new())),
     ];
     let mut records = vec![
@@ -181,7 +187,11 @@ fn varint_lengths() {
         let mut out = Vec::new();
         put_varint(&mut out, value);
         assert_eq!(out.len(), varint_len(value), "{value}");
-        assert_eq!(out.len(), prost::encoding::encoded_len_varint(value), "{value}");
+        assert_eq!(
+            out.len(),
+            prost::encoding::encoded_len_varint(value),
+            "{value}"
+        );
     }
 }
 
@@ -259,7 +269,8 @@ fn any_attr_value() -> impl Strategy<Value = AttrValue<'static>> {
         any::<i64>().prop_map(AttrValue::Int),
         any::<f64>().prop_map(AttrValue::Double),
         any::<bool>().prop_map(AttrValue::Bool),
-        proptest::collection::vec(any_text().prop_map(Cow::Owned), 0..4).prop_map(AttrValue::StrArray),
+        proptest::collection::vec(any_text().prop_map(Cow::Owned), 0..4)
+            .prop_map(AttrValue::StrArray),
     ]
 }
 
@@ -273,14 +284,20 @@ fn any_record() -> impl Strategy<Value = LogRecordData<'static>> {
         0..3usize,
         0..3usize,
     )
-        .prop_map(|(body, attributes, at, observed, severity, event)| LogRecordData {
-            event_name: ["", "llmtap.egress", "gen_ai.client.inference.operation.details"][event],
-            timestamp: UNIX_EPOCH + Duration::from_nanos(at >> (at % 64)),
-            observed_timestamp: UNIX_EPOCH + Duration::from_nanos(observed >> (observed % 64)),
-            severity: [Severity::Info, Severity::Warn, Severity::Error][severity],
-            body,
-            attributes,
-        })
+        .prop_map(
+            |(body, attributes, at, observed, severity, event)| LogRecordData {
+                event_name: [
+                    "",
+                    "llmtap.egress",
+                    "gen_ai.client.inference.operation.details",
+                ][event],
+                timestamp: UNIX_EPOCH + Duration::from_nanos(at >> (at % 64)),
+                observed_timestamp: UNIX_EPOCH + Duration::from_nanos(observed >> (observed % 64)),
+                severity: [Severity::Info, Severity::Warn, Severity::Error][severity],
+                body,
+                attributes,
+            },
+        )
 }
 
 proptest! {
@@ -303,12 +320,22 @@ fn records_built_from_exchanges_encode_as_prost_does() {
     for i in 0..24u64 {
         let mut exchange = Exchange::sample();
         exchange.id = i;
-        exchange.url = format!("https://api.anthropic.com/v1/messages?key=AIza{}&n={i}", "x".repeat(35));
-        exchange.request_headers.push(("User-Agent".into(), format!("agent/{i} \"q\"")));
-        exchange.request_body = CapturedBody::complete("é\"\\\n".repeat(usize::try_from(i).unwrap() * 997));
+        exchange.url = format!(
+            "https://api.anthropic.com/v1/messages?key=AIza{}&n={i}",
+            "x".repeat(35)
+        );
+        exchange
+            .request_headers
+            .push(("User-Agent".into(), format!("agent/{i} \"q\"")));
+        exchange.request_body =
+            CapturedBody::complete("é\"\\\n".repeat(usize::try_from(i).unwrap() * 997));
         match i % 4 {
             0 => exchange.status = None,
-            1 => exchange.outcome = Outcome::Timeout { side: "response_body" },
+            1 => {
+                exchange.outcome = Outcome::Timeout {
+                    side: "response_body",
+                }
+            }
             2 => exchange.cost_usd = Some(0.125),
             _ => exchange.key.foreign = true,
         }

@@ -181,9 +181,11 @@ pub fn build_record<'a>(exchange: &'a Exchange, ctx: &RecordContext<'_>) -> LogR
     let (request_facts, request_model) = match (&exchange.request_facts, &request.decoded) {
         (Some(facts), _) => (facts, facts.model.as_deref().map(Cow::Borrowed)),
         (None, decoded) => {
-            parsed = decoded.as_deref().map_or_else(RequestFacts::default, |bytes| {
-                providers::parse_request(shape, &exchange.path, bytes)
-            });
+            parsed = decoded
+                .as_deref()
+                .map_or_else(RequestFacts::default, |bytes| {
+                    providers::parse_request(shape, &exchange.path, bytes)
+                });
             (&parsed, parsed.model.clone().map(Cow::Owned))
         }
     };

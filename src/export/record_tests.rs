@@ -550,11 +550,14 @@ fn attributes_stay_small() {
 
 #[test]
 fn headers_json_joins_repeats() {
-    let json = headers_json(&redactor(), &[
-        ("Accept".into(), "a".into()),
-        ("accept".into(), "b".into()),
-        ("X-Request-Id".into(), "r1".into()),
-    ]);
+    let json = headers_json(
+        &redactor(),
+        &[
+            ("Accept".into(), "a".into()),
+            ("accept".into(), "b".into()),
+            ("X-Request-Id".into(), "r1".into()),
+        ],
+    );
     assert_eq!(json, r#"{"accept":"a, b","x-request-id":"r1"}"#);
 }
 
@@ -663,10 +666,23 @@ fn reference_body<'a>(parts: [(&'a LoggedBody<'a>, &'a str, bool); 2]) -> String
 fn header_strategy() -> impl proptest::strategy::Strategy<Value = Vec<(String, String)>> {
     use proptest::prelude::*;
     let name = prop_oneof![
-        proptest::sample::select(&[
-            "Accept", "accept", "user-agent", "User-Agent", "x-api-key", "llmtap.omitted_headers",
-            "llmtap.a", "llmtap.z", "a", "z", "x-ratelimit-limit", "X-Stainless-Os", "cookie",
-        ][..])
+        proptest::sample::select(
+            &[
+                "Accept",
+                "accept",
+                "user-agent",
+                "User-Agent",
+                "x-api-key",
+                "llmtap.omitted_headers",
+                "llmtap.a",
+                "llmtap.z",
+                "a",
+                "z",
+                "x-ratelimit-limit",
+                "X-Stainless-Os",
+                "cookie",
+            ][..]
+        )
         .prop_map(str::to_owned),
         "[A-Za-z0-9.-]{1,12}",
     ];
@@ -744,7 +760,10 @@ fn an_unencoded_body_is_borrowed_not_copied() {
     };
     let logged = LoggedBody::decode(&exchange.response_body, &ctx);
     assert!(matches!(logged.text, std::borrow::Cow::Borrowed(_)));
-    assert!(matches!(logged.decoded, Some(std::borrow::Cow::Borrowed(_))));
+    assert!(matches!(
+        logged.decoded,
+        Some(std::borrow::Cow::Borrowed(_))
+    ));
     let record = build_record(&exchange, &ctx);
     let url = record.attribute(key::URL_FULL).unwrap();
     assert!(matches!(url, AttrValue::Str(std::borrow::Cow::Borrowed(_))));
@@ -754,12 +773,8 @@ fn an_unencoded_body_is_borrowed_not_copied() {
         ..ctx
     };
     let cut = LoggedBody::decode(&exchange.response_body, &short);
-    let (decoded, limited) = crate::providers::decode::decode_body(
-        None,
-        &exchange.response_body.bytes,
-        5,
-    )
-    .unwrap();
+    let (decoded, limited) =
+        crate::providers::decode::decode_body(None, &exchange.response_body.bytes, 5).unwrap();
     assert_eq!(cut.decoded.as_deref(), Some(decoded.as_slice()));
     assert!(limited && cut.truncated);
 }

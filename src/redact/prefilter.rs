@@ -42,6 +42,8 @@ const SMALL_SET: usize = 4;
 const MAX_LITERAL: usize = 32;
 /// Bytes of text lower-cased and searched at a time.
 const CHUNK: usize = 4096;
+/// Texts shorter than this (header values, paths) go through the automaton.
+const SHORT_TEXT: usize = 64;
 /// The non-ASCII characters `(?i)` makes equal to an ASCII letter, and that letter.
 const FOLDED: [(char, u8); 2] = [('\u{212A}', b'k'), ('\u{17F}', b's')];
 
@@ -78,9 +80,31 @@ impl Candidates {
     }
 
     fn covers(&self, other: &Candidates) -> bool {
-        self.bits.iter().zip(other.bits).all(|(word, o)| word & o == o)
+        self.bits
+            .iter()
+            .zip(other.bits)
+            .all(|(word, o)| word & o == o)
     }
 
+    /// The indices below `count` in the set, in order.
+    pub(super) fn indices(&self, count: usize) -> impl Iterator<Item = usize> + '_ {
+        let all = self.all.then(|| 0..count);
+        let bits = (!self.all).then(|| {
+            self.bits.iter().enumerate().flat_map(|(at, word)| {
+                let mut word = *word;
+                std::iter::from_fn(move || {
+                    let bit = word.trailing_zeros() as usize;
+                    word &= word.wrapping_sub(1);
+                    (bit < 64).then_some(at * 64 + bit)
+                })
+            })
+        });
+        all.into_iter()
+            .flatten()
+            .chain(bits.into_iter().flatten().filter(move |i| *i < count))
+    }
+
+    #[cfg(test)]
     pub(super) fn contains(&self, index: usize) -> bool {
         self.all
             || self
@@ -113,6 +137,8 @@ enum Scanner {
     Packed {
         searcher: Searcher,
         owners: Vec<Candidates>,
+        /// For texts shorter than [`SHORT_TEXT`], where setting Teddy up costs more.
+        automaton: AhoCorasick,
     },
     /// An ASCII case-insensitive automaton reporting every (overlapping) occurrence.
     Automaton(AhoCorasick),
@@ -172,13 +198,17 @@ impl Prefilter {
             return found;
         };
         let bytes = text.as_bytes();
-        if self.folded.iter().any(|f| f.find(bytes).is_some()) {
+        if !bytes.is_ascii() && self.folded.iter().any(|f| f.find(bytes).is_some()) {
             found.union(&self.filtered);
             return found;
         }
         let hit = match scanner {
-            Scanner::Packed { searcher, owners } => self.scan_packed(searcher, owners, bytes),
-            Scanner::Automaton(automaton) => self.scan_automaton(automaton, text),
+            Scanner::Packed {
+                searcher, owners, ..
+            } if bytes.len() >= SHORT_TEXT => self.scan_packed(searcher, owners, bytes),
+            Scanner::Packed { automaton, .. } | Scanner::Automaton(automaton) => {
+                self.scan_automaton(automaton, text)
+            }
         };
         found.union(&hit);
         found
@@ -254,32 +284,11 @@ impl Prefilter {
     }
 }
 
-/// The packed searcher over the lower-cased literals, or else an automaton.
+/// The packed searcher over the lower-cased literals (with an automaton for short texts), or
+/// else the automaton alone.
 fn build_scanner(literals: &[(Vec<u8>, Candidates)]) -> Option<Scanner> {
     if literals.is_empty() {
         return None;
-    }
-    let mut config = packed::Config::new();
-    config.match_kind(packed::MatchKind::LeftmostLongest);
-    // Teddy's own guess is 64 literals; a few more cost little next to a byte-wise scan.
-    config.heuristic_pattern_limits(false);
-    let searcher = config
-        .builder()
-        .extend(literals.iter().map(|(l, _)| l))
-        .build();
-    if let Some(searcher) = searcher {
-        let owners = literals
-            .iter()
-            .map(|(literal, _)| {
-                let mut owners = Candidates::default();
-                for (other, of) in literals.iter().filter(|(o, _)| literal.starts_with(o)) {
-                    let _ = other;
-                    owners.union(of);
-                }
-                owners
-            })
-            .collect();
-        return Some(Scanner::Packed { searcher, owners });
     }
     let build = |kind| {
         AhoCorasick::builder()
@@ -288,10 +297,35 @@ fn build_scanner(literals: &[(Vec<u8>, Candidates)]) -> Option<Scanner> {
             .kind(kind)
             .build(literals.iter().map(|(l, _)| l))
     };
-    build(Some(AhoCorasickKind::DFA))
+    let automaton = build(Some(AhoCorasickKind::DFA))
         .or_else(|_| build(None))
-        .ok()
-        .map(Scanner::Automaton)
+        .ok()?;
+    let mut config = packed::Config::new();
+    config.match_kind(packed::MatchKind::LeftmostLongest);
+    // Teddy's own guess is 64 literals; a few more cost little next to a byte-wise scan.
+    config.heuristic_pattern_limits(false);
+    let Some(searcher) = config
+        .builder()
+        .extend(literals.iter().map(|(l, _)| l))
+        .build()
+    else {
+        return Some(Scanner::Automaton(automaton));
+    };
+    let owners = literals
+        .iter()
+        .map(|(literal, _)| {
+            let mut owners = Candidates::default();
+            for (_, of) in literals.iter().filter(|(o, _)| literal.starts_with(o)) {
+                owners.union(of);
+            }
+            owners
+        })
+        .collect();
+    Some(Scanner::Packed {
+        searcher,
+        owners,
+        automaton,
+    })
 }
 
 /// A set of literals every match of `pattern` contains, if one worth searching for exists.
@@ -351,9 +385,7 @@ fn without_redundant(set: Lits) -> Lits {
     let keep = |literal: &Vec<u8>| {
         !set.iter().any(|other| {
             other.len() < literal.len()
-                && literal
-                    .windows(other.len())
-                    .any(|w| w == other.as_slice())
+                && literal.windows(other.len()).any(|w| w == other.as_slice())
         })
     };
     set.iter().filter(|l| keep(l)).cloned().collect()
@@ -422,13 +454,12 @@ fn class_literals(class: &Class) -> Option<Lits> {
 }
 
 fn repetition(min: u32, max: Option<u32>, sub: Facts) -> Facts {
-    if let (Some(exact), Some(max)) = (&sub.exact, max) {
-        if let Some(set) = (max <= MAX_REPEAT)
+    if let (Some(exact), Some(max)) = (&sub.exact, max)
+        && let Some(set) = (max <= MAX_REPEAT)
             .then(|| spelled_repetition(exact, min, max))
             .flatten()
-        {
-            return Facts::exact(set);
-        }
+    {
+        return Facts::exact(set);
     }
     if min == 0 {
         return Facts::default();
@@ -453,14 +484,18 @@ fn spelled_repetition(exact: &Lits, min: u32, max: u32) -> Option<Lits> {
 }
 
 fn concat(subs: &[Facts]) -> Facts {
-    let exact = subs
-        .iter()
-        .try_fold(vec![Vec::new()], |acc, sub| product(&acc, sub.exact.as_ref()?));
+    let exact = subs.iter().try_fold(vec![Vec::new()], |acc, sub| {
+        product(&acc, sub.exact.as_ref()?)
+    });
     if let Some(exact) = exact {
         return Facts::exact(exact);
     }
-    let prefix = edge(subs.iter(), |sub| &sub.prefix, |set, next| product(set, next));
-    let suffix = edge(subs.iter().rev(), |sub| &sub.suffix, |set, next| product(next, set));
+    let prefix = edge(subs.iter(), |sub| &sub.prefix, product);
+    let suffix = edge(
+        subs.iter().rev(),
+        |sub| &sub.suffix,
+        |set, next| product(next, set),
+    );
     let mut inner = concat_inner(subs);
     consider(&mut inner, prefix.clone());
     consider(&mut inner, suffix.clone());
@@ -482,7 +517,12 @@ fn edge<'f>(
     let mut set = vec![Vec::new()];
     for sub in subs {
         let Some(exact) = &sub.exact else {
-            return Some(edge_of(sub).as_ref().and_then(|e| join(&set, e)).unwrap_or(set));
+            return Some(
+                edge_of(sub)
+                    .as_ref()
+                    .and_then(|e| join(&set, e))
+                    .unwrap_or(set),
+            );
         };
         match join(&set, exact) {
             Some(joined) => set = joined,
@@ -610,7 +650,10 @@ mod tests {
             literals(r"(?:(?-u:\b)|\\[nrtbf])(?P<secret>sk-[A-Za-z0-9_\-]{20,})"),
             ["sk-"]
         );
-        assert_eq!(literals(r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,247}").len(), 4);
+        assert_eq!(
+            literals(r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,247}").len(),
+            4
+        );
         assert_eq!(literals(r"AIza[0-9A-Za-z_\-]{35}"), ["aiza"]);
     }
 
@@ -638,7 +681,14 @@ mod tests {
 
     #[test]
     fn patterns_without_a_literal_always_run() {
-        for pattern in [r"[A-Za-z0-9]{40}", r"a|bc", r"(?:x)?y", r"\w+=\w+", r"[^a]", r""] {
+        for pattern in [
+            r"[A-Za-z0-9]{40}",
+            r"a|bc",
+            r"(?:x)?y",
+            r"\w+=\w+",
+            r"[^a]",
+            r"",
+        ] {
             assert!(required_literals(pattern).is_none(), "{pattern}");
         }
     }
@@ -678,6 +728,10 @@ mod dump {
             let l = p.literals_of(i);
             println!("{} ({}): {:?}", pat.name, l.len(), l);
         }
-        println!("total literals {} packed {}", p.literals.len(), matches!(p.scanner, Some(super::Scanner::Packed { .. })));
+        println!(
+            "total literals {} packed {}",
+            p.literals.len(),
+            matches!(p.scanner, Some(super::Scanner::Packed { .. }))
+        );
     }
 }

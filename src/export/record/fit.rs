@@ -109,34 +109,44 @@ pub(super) fn push_escaped(out: &mut String, s: &str) {
     let mut clean_from = 0;
     let mut at = 0;
     while at < bytes.len() {
-        // Clean text goes eight bytes at a time.
-        let word = bytes.get(at..at + 8).and_then(|w| <[u8; 8]>::try_from(w).ok());
-        if word.is_some_and(|w| !needs_escape(u64::from_le_bytes(w))) {
-            at += 8;
-            continue;
-        }
-        let byte = bytes[at];
-        if escaped_byte_len(byte) > 1 {
-            // Only ASCII bytes are escaped: `at` is a char boundary.
-            out.push_str(&s[clean_from..at]);
-            push_escape(out, byte);
-            clean_from = at + 1;
-        }
-        at += 1;
+        // Eight bytes at a time: clean ones are skipped, else the first to escape is found.
+        let word = bytes
+            .get(at..at + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok());
+        let escape_at = match word {
+            Some(word) => match escapes(u64::from_le_bytes(word)) {
+                0 => {
+                    at += 8;
+                    continue;
+                }
+                mask => at + (mask.trailing_zeros() / 8) as usize,
+            },
+            None if escaped_byte_len(bytes[at]) > 1 => at,
+            None => {
+                at += 1;
+                continue;
+            }
+        };
+        // Only ASCII bytes are escaped: `escape_at` is a char boundary.
+        out.push_str(&s[clean_from..escape_at]);
+        push_escape(out, bytes[escape_at]);
+        clean_from = escape_at + 1;
+        at = clean_from;
     }
     out.push_str(&s[clean_from..]);
 }
 
-/// Whether any of eight bytes is one JSON escapes (below 0x20, `"` or `\\`): the word tricks
-/// "has a byte less than n" and "has a zero byte", exact for the word as a whole.
-fn needs_escape(word: u64) -> bool {
+/// The high bit of each of eight bytes that JSON escapes (below 0x20, `"` or `\\`), by the
+/// word tricks "has a byte less than n" and "has a zero byte": a bit above the lowest one
+/// may be wrong, the lowest one is exact (so is "none").
+fn escapes(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
     let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
     let quote = has_zero(word ^ (ONES * u64::from(b'"')));
     let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
-    (control | quote | backslash) != 0
+    control | quote | backslash
 }
 
 fn push_escape(out: &mut String, byte: u8) {
@@ -200,14 +210,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_word_check_agrees_with_the_byte_check() {
+    fn the_word_check_finds_the_first_byte_to_escape() {
+        let fillers = [b'a', 0xc3, 0x7f, b' ', b'"', 0x1f, 0x20, b'\\', 0x80, 0xff];
         for byte in 0..=u8::MAX {
-            for filler in [b'a', 0xc3, 0x7f, b' '] {
+            for filler in fillers {
                 for at in 0..8 {
                     let mut word = [filler; 8];
                     word[at] = byte;
-                    let want = word.iter().any(|b| escaped_byte_len(*b) > 1);
-                    assert_eq!(needs_escape(u64::from_le_bytes(word)), want, "{word:?}");
+                    let first = word.iter().position(|b| escaped_byte_len(*b) > 1);
+                    let mask = escapes(u64::from_le_bytes(word));
+                    let found = (mask != 0).then(|| (mask.trailing_zeros() / 8) as usize);
+                    assert_eq!(found, first, "{word:?}");
                 }
             }
         }

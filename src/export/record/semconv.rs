@@ -29,7 +29,11 @@ pub(super) fn http_attributes<'a>(
     attrs.short(key::SERVER_ADDRESS, Some(&exchange.host));
     attrs.int(key::SERVER_PORT, Some(i64::from(exchange.port)));
     let client = exchange.client_addr.ip().to_string();
-    attrs.text(key::CLIENT_ADDRESS, Some(Cow::Owned(client)), MAX_SHORT_BYTES);
+    attrs.text(
+        key::CLIENT_ADDRESS,
+        Some(Cow::Owned(client)),
+        MAX_SHORT_BYTES,
+    );
     // Logged only while the allowlist says user-agent is safe, like the headers attribute.
     if redactor.is_safe_header("user-agent") {
         let agent = header(&exchange.request_headers, "user-agent");
@@ -43,7 +47,11 @@ pub(super) fn http_attributes<'a>(
         exchange.status.map(i64::from),
     );
     let facts = exchange.response_facts.as_ref();
-    attrs.text(key::ERROR_TYPE, error_type(exchange, facts), MAX_SHORT_BYTES);
+    attrs.text(
+        key::ERROR_TYPE,
+        error_type(exchange, facts),
+        MAX_SHORT_BYTES,
+    );
     let message = match &exchange.outcome {
         Outcome::UpstreamError { message, .. } | Outcome::Refused { message, .. } => {
             Some(message.as_str())
@@ -154,7 +162,10 @@ pub(super) fn llmtap_attributes<'a>(
         attrs.int(key::LLMTAP_RESPONSE_BODY_SIZE, Some(response_size));
     }
     let request_headers = headers_json(redactor, &exchange.request_headers);
-    attrs.push(key::LLMTAP_REQUEST_HEADERS, AttrValue::Str(request_headers.into()));
+    attrs.push(
+        key::LLMTAP_REQUEST_HEADERS,
+        AttrValue::Str(request_headers.into()),
+    );
     if exchange.status.is_some() {
         let response_headers = headers_json(redactor, &exchange.response_headers);
         attrs.push(
