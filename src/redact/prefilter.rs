@@ -88,7 +88,7 @@ impl Candidates {
 
     /// The indices below `count` in the set, in order.
     pub(super) fn indices(&self, count: usize) -> impl Iterator<Item = usize> + '_ {
-        let all = self.all.then(|| 0..count);
+        let all = self.all.then_some(0..count);
         let bits = (!self.all).then(|| {
             self.bits.iter().enumerate().flat_map(|(at, word)| {
                 let mut word = *word;
